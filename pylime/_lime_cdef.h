@@ -1,0 +1,112 @@
+/* Curated declarations of lime 5.1.64's C API (lime/lime_ffi.h) for cffi's cdef.
+ *
+ * Written by hand for pylime: only what the binding calls. Enum values end in "..."
+ * so the C compiler supplies them; tests/test_types.py checks pylime.types against them.
+ */
+
+typedef struct lime_manager_struct *lime_manager_t;
+typedef struct lime_ffi_data_struct *lime_ffi_data_t;
+
+enum LIME_FFI_ERROR {
+    LIME_FFI_SUCCESS,
+    LIME_FFI_INVALID_CURVE_ARGUMENT,
+    LIME_FFI_INTERNAL_ERROR,
+    LIME_FFI_OUTPUT_BUFFER_TOO_SMALL,
+    LIME_FFI_USER_NOT_FOUND,
+    ...
+};
+
+enum lime_ffi_CurveId {
+    lime_ffi_CurveId_unset,
+    lime_ffi_CurveId_c25519,
+    lime_ffi_CurveId_c448,
+    ...
+};
+
+enum lime_ffi_EncryptionPolicy {
+    lime_ffi_EncryptionPolicy_DRMessage,
+    lime_ffi_EncryptionPolicy_cipherMessage,
+    lime_ffi_EncryptionPolicy_optimizeUploadSize,
+    lime_ffi_EncryptionPolicy_optimizeGlobalBandwidth,
+    ...
+};
+
+enum lime_ffi_PeerDeviceStatus {
+    lime_ffi_PeerDeviceStatus_untrusted,
+    lime_ffi_PeerDeviceStatus_trusted,
+    lime_ffi_PeerDeviceStatus_unsafe,
+    lime_ffi_PeerDeviceStatus_fail,
+    lime_ffi_PeerDeviceStatus_unknown,
+    ...
+};
+
+enum lime_ffi_CallbackReturn {
+    lime_ffi_CallbackReturn_success,
+    lime_ffi_CallbackReturn_fail,
+    ...
+};
+
+typedef struct {
+    char *deviceId;
+    enum lime_ffi_PeerDeviceStatus peerStatus;
+    uint8_t *DRmessage;
+    size_t DRmessageSize;
+} lime_ffi_RecipientData_t;
+
+typedef void (*lime_ffi_Callback)(void *userData, const enum lime_ffi_CallbackReturn status,
+                                  const char *message);
+typedef void (*lime_ffi_X3DHServerPostData)(void *userData, lime_ffi_data_t limeData,
+                                            const char *url, const char *from,
+                                            const uint8_t *message, const size_t message_size);
+
+int lime_ffi_processX3DHServerResponse(lime_ffi_data_t limeData, const int code,
+                                       const uint8_t *response, const size_t response_size);
+int lime_ffi_manager_init(lime_manager_t *const manager, const char *db,
+                          const lime_ffi_X3DHServerPostData X3DH_post_data, void *userData);
+int lime_ffi_manager_destroy(lime_manager_t manager);
+int lime_ffi_create_user(lime_manager_t manager, const char *localDeviceId,
+                         const char *x3dhServerUrl, const enum lime_ffi_CurveId curve,
+                         const uint16_t OPkInitialBatchSize,
+                         const lime_ffi_Callback callback, void *callbackUserData);
+int lime_ffi_delete_user(lime_manager_t manager, const char *localDeviceId,
+                         const lime_ffi_Callback callback, void *callbackUserData);
+int lime_ffi_is_user(lime_manager_t manager, const char *localDeviceId);
+int lime_ffi_encryptOutBuffersMaximumSize(const size_t plainMessageSize,
+                                          const enum lime_ffi_CurveId curve,
+                                          size_t *DRmessageSize, size_t *cipherMessageSize);
+int lime_ffi_encrypt(lime_manager_t manager, const char *localDeviceId,
+                     const char *recipientUserId, lime_ffi_RecipientData_t *const recipients,
+                     const size_t recipientsSize,
+                     const uint8_t *const plainMessage, const size_t plainMessageSize,
+                     uint8_t *const cipherMessage, size_t *cipherMessageSize,
+                     const lime_ffi_Callback callback, void *callbackUserData,
+                     enum lime_ffi_EncryptionPolicy encryptionPolicy);
+enum lime_ffi_PeerDeviceStatus lime_ffi_decrypt(lime_manager_t manager,
+                     const char *localDeviceId, const char *recipientUserId,
+                     const char *senderDeviceId,
+                     const uint8_t *const DRmessage, const size_t DRmessageSize,
+                     const uint8_t *const cipherMessage, const size_t cipherMessageSize,
+                     uint8_t *const plainMessage, size_t *plainMessageSize);
+int lime_ffi_get_selfIdentityKey(lime_manager_t manager, const char *localDeviceId,
+                                 uint8_t *const Ik, size_t *IkSize);
+int lime_ffi_set_peerDeviceStatus(lime_manager_t manager, const char *peerDeviceId,
+                                  const uint8_t *const Ik, const size_t IkSize,
+                                  enum lime_ffi_PeerDeviceStatus status);
+enum lime_ffi_PeerDeviceStatus lime_ffi_get_peerDeviceStatus(lime_manager_t manager,
+                                                              const char *peerDeviceId);
+int lime_ffi_delete_peerDevice(lime_manager_t manager, const char *peerDeviceId);
+int lime_ffi_stale_sessions(lime_manager_t manager, const char *localDeviceId,
+                            const char *peerDeviceId);
+int lime_ffi_update(lime_manager_t manager, const lime_ffi_Callback callback,
+                    void *callbackUserData, uint16_t OPkServerLowLimit, uint16_t OPkBatchSize);
+int lime_ffi_set_x3dhServerUrl(lime_manager_t manager, const char *localDeviceId,
+                               const char *x3dhServerUrl);
+int lime_ffi_get_x3dhServerUrl(lime_manager_t manager, const char *localDeviceId,
+                               char *x3dhServerUrl, size_t *x3dhServerUrlSize);
+
+/* The two trampolines, implemented once in pylime/_callbacks.py. */
+extern "Python" void _pylime_post(void *userData, lime_ffi_data_t limeData, const char *url,
+                                  const char *from, const uint8_t *message,
+                                  const size_t message_size);
+extern "Python" void _pylime_status(void *userData, const enum lime_ffi_CallbackReturn status,
+                                    const char *message);
