@@ -1,0 +1,476 @@
+"""Manager: the typed API over liblime's C binding.
+
+A :class:`Manager` owns one lime manager (one SQLite database, any number of local users).
+lime never does I/O itself: when it needs the key server it hands a request over, and the
+Manager sends it through the *transport* the application supplied, feeds the answer back
+and raises a typed error if the operation failed. Every request is answered exactly once,
+even when the transport raises.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any, Callable, Union
+
+from pylime import bindings as _b
+from pylime import errors
+from pylime._callbacks import ORPHANS, Operation, Request, RequestQueue
+from pylime.results import DecryptResult, EncryptResult, RecipientResult
+from pylime.transport import Transport
+from pylime.types import Curve, PeerStatus, Policy
+
+__all__ = ["Manager", "StrPath"]
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+_ffi, _lib = _b.ffi, _b.lib
+_SUCCESS = _lib.LIME_FFI_SUCCESS
+_FAIL = int(PeerStatus.FAIL)
+_PEER_STATUS = {int(s): s for s in PeerStatus}
+# A cipher or DR buffer sized for curve448 fits curve25519 too: one size for both curves.
+_SIZING_CURVE = int(Curve.C448)
+# Public identity key sizes: Ed25519, Ed448.
+_IK_SIZES = (32, 57)
+# X3DH error message: version 0x01, type 0xff, curve, error code, optional text.
+_X3DH_ERROR_TYPE = 0xFF
+
+
+def _cstr(value: str, name: str) -> bytes:
+    """Encode a string argument for C, refusing what C would silently truncate."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    data = value.encode("utf-8")
+    if b"\0" in data:
+        raise ValueError(f"{name} must not contain NUL characters")
+    return data
+
+
+def _answer_problem(url: str, code: int, body: bytes) -> errors.KeyServerError | None:
+    """The typed error a key-server answer stands for, or None when it looks like success."""
+    if code != 200:
+        return errors.KeyServerHTTPError(f"key server at {url} answered HTTP {code}", code)
+    if len(body) >= 4 and body[0] == 1 and body[1] == _X3DH_ERROR_TYPE:
+        text = body[4:].decode("utf-8", "replace")[:200]
+        return errors.KeyServerProtocolError(
+            f"key server at {url} refused the request: error 0x{body[3]:02x} {text!r}", body[3])
+    if len(body) < 3 or body[0] != 1:
+        return errors.KeyServerError(f"key server at {url} sent a malformed answer")
+    return None
+
+
+class _State:
+    """What the finalizer needs to destroy the C manager: everything but the Manager itself."""
+
+    def __init__(self) -> None:
+        self.ptr: Any = None
+        self.queue = RequestQueue()
+        # lime keeps this pointer for the manager's whole life: the handle must live as long.
+        self.queue_handle = _ffi.new_handle(self.queue)
+        # Operations whose status callback has not fired: their handles must stay alive.
+        self.pending: set[Operation] = set()
+
+    def destroy(self) -> None:
+        """Answer whatever lime still waits for, then destroy the C manager. Idempotent."""
+        while self.queue:
+            self.queue.popleft().answer(0, b"")
+        _answer_orphans()
+        if self.ptr is not None:
+            ptr, self.ptr = self.ptr, None
+            _b.manager_destroy(ptr)
+        self.pending.clear()
+
+
+def _answer_orphans() -> None:
+    while ORPHANS:
+        _lib.lime_ffi_processX3DHServerResponse(ORPHANS.pop(), 0, _ffi.NULL, 0)
+
+
+class _Call:
+    """An asynchronous lime call in flight: its operation and how to read its result."""
+
+    __slots__ = ("op", "what", "failure", "result", "silent_ok")
+
+    def __init__(self, op: Operation, what: str, failure: type[errors.LimeError],
+                 result: Callable[[], Any] | None = None, silent_ok: bool = False) -> None:
+        self.op = op
+        self.what = what
+        self.failure = failure
+        self.result = result
+        self.silent_ok = silent_ok
+
+
+class Manager:
+    """A lime manager on one database: local users, their sessions and peer devices.
+
+    Args:
+        path: the SQLite database file, created owner-only (0600) if missing.
+        transport: any object with ``post(url, sender, body) -> (status, body)``; a
+            :class:`~pylime.keyserver.KeyServer` works as one.
+
+    Thread safety: cffi releases the GIL around every C call and lime is not reentrant, so
+    each Manager serialises its calls with one lock. Several threads may share a Manager;
+    the transport is called with that lock held.
+
+    Use it as a context manager or call :meth:`close`; a finalizer is only a backstop.
+    """
+
+    def __init__(self, path: StrPath, transport: Transport) -> None:
+        if not callable(getattr(transport, "post", None)):
+            raise TypeError("transport must have a post(url, sender, body) method")
+        self._path = os.fspath(path)
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._state = _State()
+        _create_private(self._path)
+        self._state.ptr = _b.manager_init(_cstr(self._path, "path"), self._state.queue_handle)
+        self._finalizer = weakref.finalize(self, self._state.destroy)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._state.ptr is None
+
+    def close(self) -> None:
+        """Answer any request lime still waits for, then free the C manager. Idempotent."""
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<pylime.Manager {state} {self._path!r}>"
+
+    def _ptr(self) -> Any:
+        ptr = self._state.ptr
+        if ptr is None:
+            raise errors.ManagerClosedError("this Manager is closed")
+        return ptr
+
+    # -- the sans-IO driver ------------------------------------------------------------
+
+    def _start(self, call: _Call, rc: int) -> _Call:
+        """Register a started call, or raise if lime refused it outright."""
+        if rc != _SUCCESS:
+            self._state.pending.discard(call.op)
+            self._drive()  # lime may have posted before failing: answer it
+            _b.raise_for(rc, call.what)
+        return call
+
+    def _new_call(self, what: str, failure: type[errors.LimeError], **kw: Any) -> _Call:
+        op = Operation()
+        self._state.pending.add(op)
+        return _Call(op, what, failure, **kw)
+
+    def _drive(self) -> list[errors.KeyServerError]:
+        """Send every queued request through the transport and feed the answers to lime.
+
+        Returns the problems seen on the way. A transport exception becomes a
+        TransportError and lime gets status 0; an interrupt (KeyboardInterrupt...) still
+        answers every request before it propagates.
+        """
+        queue = self._state.queue
+        problems: list[errors.KeyServerError] = []
+        interrupt: BaseException | None = None
+        while queue:
+            request: Request = queue.popleft()
+            if interrupt is not None:
+                request.answer(0, b"")
+                continue
+            try:
+                code, body = self._transport.post(request.url, request.sender, request.body)
+                code, body = int(code), bytes(body)
+            except Exception as exc:  # noqa: BLE001 - every transport failure is typed below
+                problem = errors.TransportError(
+                    f"could not reach the key server at {request.url}: {type(exc).__name__}")
+                problem.__cause__ = exc
+                problems.append(problem)
+                code, body = 0, b""
+            except BaseException as exc:
+                interrupt = exc
+                request.answer(0, b"")
+                continue
+            else:
+                answer_problem = _answer_problem(request.url, code, body)
+                if answer_problem is not None:
+                    problems.append(answer_problem)
+            request.answer(code, body)
+        _answer_orphans()
+        if interrupt is not None:
+            raise interrupt
+        return problems
+
+    def _conclude(self, call: _Call, problems: list[errors.KeyServerError]) -> Any:
+        """Turn a finished call into its result or its typed exception."""
+        op = call.op
+        if op.done:
+            self._state.pending.discard(op)
+            if op.ok:
+                return call.result() if call.result is not None else None
+            if problems:
+                raise problems[0]
+            raise call.failure(f"{call.what} failed: {op.message}")
+        # lime ended without calling back: it does so on an answer it cannot place.
+        if call.silent_ok and not problems:
+            return None
+        if problems:
+            raise problems[0]
+        raise errors.KeyServerError(
+            f"{call.what}: the key server's answer ended the operation without a result")
+
+    @staticmethod
+    def _check_user(ptr: Any, dev: bytes, rc: int, what: str) -> None:
+        """check(rc), reporting an unknown local user as UserNotFoundError (lime says -2)."""
+        if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
+            rc = _lib.LIME_FFI_USER_NOT_FOUND
+        _b.check(rc, what)
+
+    def _require_user(self, ptr: Any, dev: bytes) -> None:
+        if _b.is_user(ptr, dev) != _SUCCESS:
+            raise errors.UserNotFoundError(f"no local user {dev.decode('utf-8')!r}")
+
+    def _run(self, call: _Call, rc: int) -> Any:
+        self._start(call, rc)
+        return self._conclude(call, self._drive())
+
+    # -- users -----------------------------------------------------------------------
+
+    def create_user(self, device_id: str, server_url: str, curve: Curve,
+                    opk_batch: int = 100) -> None:
+        """Create a local user, publish its keys on the key server, and wait for the answer.
+
+        Raises:
+            InvalidCurveError: ``curve`` is not a :class:`Curve`.
+            UserExistsError: the user already exists and is active.
+            KeyServerError: the key server refused or could not be reached (the local user
+                is then removed again, so the call can simply be retried).
+        """
+        if int(curve) not in (int(Curve.C25519), int(Curve.C448)):
+            raise errors.InvalidCurveError(f"unsupported curve {curve!r}")
+        if not 0 <= opk_batch <= 0xFFFF:
+            raise ValueError("opk_batch must be between 0 and 65535")
+        dev = _cstr(device_id, "device_id")
+        url = _cstr(server_url, "server_url")
+        with self._lock:
+            ptr = self._ptr()
+            call = self._new_call("create_user", errors.KeyServerError)
+            rc = _b.create_user(ptr, dev, url, int(curve), opk_batch, call.op.handle)
+            if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) == _SUCCESS:
+                self._state.pending.discard(call.op)
+                self._drive()
+                raise errors.UserExistsError(f"user {device_id!r} already exists")
+            self._run(call, rc)
+
+    def delete_user(self, device_id: str) -> None:
+        """Delete a local user with all its keys and sessions, then delete it on the key server.
+
+        The local deletion happens first and stands even if the key server fails
+        (KeyServerError is raised then).
+        """
+        dev = _cstr(device_id, "device_id")
+        with self._lock:
+            ptr = self._ptr()
+            self._require_user(ptr, dev)
+            call = self._new_call("delete_user", errors.KeyServerError)
+            self._run(call, _b.delete_user(ptr, dev, call.op.handle))
+
+    def is_user(self, device_id: str) -> bool:
+        """True if ``device_id`` is a local user of this database."""
+        dev = _cstr(device_id, "device_id")
+        with self._lock:
+            return bool(_b.is_user(self._ptr(), dev) == _SUCCESS)
+
+    def identity_key(self, device_id: str) -> bytes:
+        """The public identity key of a local user (32 bytes on curve25519, 57 on curve448)."""
+        dev = _cstr(device_id, "device_id")
+        with self._lock:
+            ptr = self._ptr()
+            self._require_user(ptr, dev)
+            return bytes(_b.get_self_identity_key(ptr, dev))
+
+    def server_url(self, device_id: str) -> str:
+        """The key server URL a local user publishes to."""
+        dev = _cstr(device_id, "device_id")
+        with self._lock:
+            ptr = self._ptr()
+            self._require_user(ptr, dev)
+            return str(_b.get_x3dh_server_url(ptr, dev))
+
+    def set_server_url(self, device_id: str, url: str) -> None:
+        """Move a local user to another key server URL (its keys are not re-published)."""
+        dev, curl = _cstr(device_id, "device_id"), _cstr(url, "url")
+        with self._lock:
+            ptr = self._ptr()
+            self._check_user(ptr, dev, _b.set_x3dh_server_url(ptr, dev, curl), "set_server_url")
+
+    def update(self, opk_low_limit: int = 100, opk_batch: int = 25) -> None:
+        """Run lime's maintenance for every local user: OPk top-up, SPk rotation, cleanup.
+
+        Call it about once a day. When the key server holds fewer than ``opk_low_limit``
+        OPks of a user, lime uploads ``max(opk_batch, opk_low_limit - held)`` new ones.
+        """
+        if not (0 <= opk_low_limit <= 0xFFFF and 0 <= opk_batch <= 0xFFFF):
+            raise ValueError("opk_low_limit and opk_batch must be between 0 and 65535")
+        with self._lock:
+            ptr = self._ptr()
+            call = self._new_call("update", errors.KeyServerError)
+            self._start(call, _b.update(ptr, call.op.handle, opk_low_limit, opk_batch))
+            # With no local user lime posts nothing and never calls back: that is success.
+            call.silent_ok = not self._state.queue
+            self._conclude(call, self._drive())
+
+    # -- messages --------------------------------------------------------------------
+
+    def encrypt(self, device_id: str, recipient_user_id: str, recipients: Sequence[str],
+                plaintext: bytes, policy: Policy = Policy.OPTIMIZE_UPLOAD_SIZE) -> EncryptResult:
+        """Encrypt ``plaintext`` from local user ``device_id`` to each recipient device.
+
+        ``recipient_user_id`` is the peer's or the chat room's sip URI: recipients must pass
+        the same string to :meth:`decrypt`. Devices without a session get one through the
+        key server first. A device lime could not encrypt to gets status FAIL.
+
+        Raises:
+            UserNotFoundError: no local user ``device_id``.
+            KeyServerError: fetching keys failed (TransportError if it was unreachable).
+            EncryptionError: no recipient could be encrypted to.
+        """
+        dev = _cstr(device_id, "device_id")
+        ruid = _cstr(recipient_user_id, "recipient_user_id")
+        if isinstance(recipients, str):
+            raise TypeError("recipients must be a sequence of device ids, not a str")
+        ids = [_cstr(r, "recipient device id") for r in recipients]
+        if not ids:
+            raise ValueError("recipients must not be empty")
+        plain = bytes(plaintext)
+        policy = Policy(policy)
+        count = len(ids)
+        dr_size, cipher_size = _b.encrypt_out_buffers_maximum_size(len(plain), _SIZING_CURVE)
+        c_ids = [_ffi.new("char[]", i) for i in ids]
+        c_recipients = _ffi.new("lime_ffi_RecipientData_t[]", count)
+        c_dr = _ffi.new("uint8_t[]", dr_size * count)
+        unknown = _lib.lime_ffi_PeerDeviceStatus_unknown
+        for index in range(count):
+            r = c_recipients[index]
+            r.deviceId = c_ids[index]
+            r.peerStatus = unknown
+            r.DRmessage = c_dr + index * dr_size
+            r.DRmessageSize = dr_size
+        c_cipher = _ffi.new("uint8_t[]", cipher_size)
+        c_cipher_size = _ffi.new("size_t *", cipher_size)
+
+        def result() -> EncryptResult:
+            out = []
+            for index in range(count):
+                r = c_recipients[index]
+                status = _PEER_STATUS[r.peerStatus]
+                message = b"" if status is PeerStatus.FAIL else _ffi.unpack(r.DRmessage,
+                                                                            r.DRmessageSize)
+                out.append(RecipientResult(recipients[index], status, message))
+            return EncryptResult(_ffi.unpack(c_cipher, c_cipher_size[0]), tuple(out))
+
+        with self._lock:
+            ptr = self._ptr()
+            call = self._new_call("encrypt", errors.EncryptionError, result=result)
+            # lime writes into these when it calls back, possibly after encrypt returned.
+            call.op.keepalive = (c_ids, c_recipients, c_dr, c_cipher, c_cipher_size, plain)
+            rc = _b.encrypt(ptr, dev, ruid, c_recipients, count, plain, c_cipher,
+                            c_cipher_size, call.op.handle, int(policy))
+            if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
+                rc = _lib.LIME_FFI_USER_NOT_FOUND
+            return self._run(call, rc)  # type: ignore[no-any-return]
+
+    def decrypt(self, device_id: str, recipient_user_id: str, sender_device_id: str,
+                dr_message: bytes, cipher_message: bytes = b"") -> DecryptResult:
+        """Decrypt a message for local user ``device_id`` from ``sender_device_id``.
+
+        Returns the sender's status as it was before this message (UNKNOWN on first
+        contact) and the plaintext.
+
+        Raises:
+            DecryptionError: lime could not decrypt; nothing was changed. lime does not say
+                why (the reference backend does).
+            UserNotFoundError: no local user ``device_id``.
+        """
+        dev = _cstr(device_id, "device_id")
+        ruid = _cstr(recipient_user_id, "recipient_user_id")
+        sender = _cstr(sender_device_id, "sender_device_id")
+        dr, cipher = bytes(dr_message), bytes(cipher_message)
+        with self._lock:
+            ptr = self._ptr()
+            status, plain = _b.decrypt(ptr, dev, ruid, sender, dr, cipher)
+            if status == _FAIL:
+                self._require_user(ptr, dev)
+                raise errors.DecryptionError("lime could not decrypt the message")
+        return DecryptResult(_PEER_STATUS[status], plain)
+
+    # -- peers -----------------------------------------------------------------------
+
+    def set_peer_status(self, peer_device_id: str, status: PeerStatus,
+                        identity_key: bytes | None = None) -> None:
+        """Record what the application knows of a peer device.
+
+        TRUSTED needs the peer's identity key (verified out of band) and raises
+        :class:`IdentityKeyMismatchError` if lime stores another one. UNTRUSTED leaves an
+        UNSAFE device unsafe and ignores unknown devices. UNSAFE needs no key.
+        """
+        status = PeerStatus(status)
+        peer = _cstr(peer_device_id, "peer_device_id")
+        if status in (PeerStatus.FAIL, PeerStatus.UNKNOWN):
+            raise ValueError(f"{status.name} is reported by lime, it cannot be set")
+        ik = b"" if identity_key is None else bytes(identity_key)
+        if status is PeerStatus.TRUSTED and len(ik) not in _IK_SIZES:
+            raise ValueError("trusting a peer device needs its identity key "
+                             "(32 bytes on curve25519, 57 on curve448)")
+        with self._lock:
+            rc = _b.set_peer_device_status(self._ptr(), peer, ik, int(status))
+        if rc == _lib.LIME_FFI_INTERNAL_ERROR and status is PeerStatus.TRUSTED:
+            raise errors.IdentityKeyMismatchError(
+                f"the identity key given for {peer_device_id!r} is not the one lime stores")
+        _b.check(rc, "set_peer_status")
+
+    def peer_status(self, peer_device_id: str) -> PeerStatus:
+        """The stored status of a peer device; UNKNOWN if lime never met it."""
+        peer = _cstr(peer_device_id, "peer_device_id")
+        with self._lock:
+            return _PEER_STATUS[_b.get_peer_device_status(self._ptr(), peer)]
+
+    def delete_peer(self, peer_device_id: str) -> None:
+        """Forget a peer device and every session with it (it becomes UNKNOWN)."""
+        peer = _cstr(peer_device_id, "peer_device_id")
+        with self._lock:
+            _b.check(_b.delete_peer_device(self._ptr(), peer), "delete_peer")
+
+    def stale_sessions(self, device_id: str, peer_device_id: str) -> None:
+        """Retire the active session with a peer: the next encrypt runs a new X3DH.
+
+        Messages already sent on the old session still decrypt.
+        """
+        dev = _cstr(device_id, "device_id")
+        peer = _cstr(peer_device_id, "peer_device_id")
+        with self._lock:
+            ptr = self._ptr()
+            # lime 5.1.64 aborts the process on an unknown local user here: check first.
+            self._require_user(ptr, dev)
+            _b.check(_b.stale_sessions(ptr, dev, peer), "stale_sessions")
+
+
+def _create_private(path: str) -> None:
+    """Create the database file owner-only before lime opens it (lime would use the umask)."""
+    if path == ":memory:" or os.path.exists(path):
+        return
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    os.close(fd)
