@@ -1,0 +1,44 @@
+"""Fixtures for the key-server tests: a KeyServer on every storage backend, on both curves."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # ks_wire, ks_pg helpers
+
+from pylime.keyserver import KeyServer
+from pylime.types import Curve
+
+BACKENDS = ["sqlite-memory", "sqlite-file"]
+
+
+def make_server(backend: str, tmp_path: Path, **kwargs: object) -> KeyServer:
+    """A fresh KeyServer on the named backend."""
+    if backend == "sqlite-memory":
+        return KeyServer(**kwargs)  # type: ignore[arg-type]
+    if backend == "sqlite-file":
+        return KeyServer(tmp_path / "keys.sqlite3", **kwargs)  # type: ignore[arg-type]
+    raise AssertionError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def server(backend: str, tmp_path: Path) -> Iterator[KeyServer]:
+    """A fresh KeyServer with default settings on each backend."""
+    with make_server(backend, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(params=[Curve.C25519, Curve.C448], ids=["c25519", "c448"])
+def curve(request: pytest.FixtureRequest) -> Curve:
+    """Each curve lime 5.1.64 supports."""
+    return Curve(request.param)
