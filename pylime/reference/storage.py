@@ -1,0 +1,484 @@
+"""lime 5.1.64's SQLite schema and the row-level operations the reference needs (§5).
+
+The DDL is the exact text liblime 5.1.64 stores in ``sqlite_master`` (dumped from a
+database the binary created), so a database moves between backends unchanged. Every
+public manager operation runs in one transaction (:meth:`Db.transaction`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from pylime import errors
+from pylime.reference.primitives import SIZES, random_id, wipe
+from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
+from pylime.types import Curve, PeerStatus
+
+__all__ = ["DB_USER_VERSION", "Db", "LocalUser", "SCHEMA"]
+
+DB_USER_VERSION = 0x000001
+INACTIVE_USER_BIT = 0x0100
+CURVE_ID_BYTE = 0x00FF
+INVALID_IK = b"\x00"
+DR_SESSION_LIMBO_DAYS = 30
+SPK_LIFETIME_DAYS = 7
+SPK_LIMBO_DAYS = 30
+OPK_LIMBO_DAYS = 37
+
+_T = " \t\t\t\t"
+# In the order lime creates them (db_module_version first, then lime's tables).
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS db_module_version(name VARCHAR(16) PRIMARY KEY,"
+    "version UNSIGNED INTEGER NOT NULL)",
+    "CREATE TABLE DR_sessions(" + _T + "Did INTEGER NOT NULL DEFAULT 0," + _T
+    + "Uid INTEGER NOT NULL DEFAULT 0," + _T
+    + "sessionId INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL," + _T
+    + "Ns UNSIGNED INTEGER NOT NULL," + _T + "Nr UNSIGNED INTEGER NOT NULL," + _T
+    + "PN UNSIGNED INTEGER NOT NULL," + _T + "DHr BLOB NOT NULL," + _T + "DHs BLOB NOT NULL,"
+    + _T + "RK BLOB NOT NULL," + _T + "CKs BLOB NOT NULL," + _T + "CKr BLOB NOT NULL," + _T
+    + "AD BLOB NOT NULL," + _T + "Status INTEGER NOT NULL DEFAULT 1," + _T
+    + "timeStamp DATETIME DEFAULT CURRENT_TIMESTAMP," + _T + "X3DHInit BLOB DEFAULT NULL,"
+    + _T + "FOREIGN KEY(Did) REFERENCES lime_PeerDevices(Did) ON UPDATE CASCADE ON DELETE "
+    "CASCADE," + _T + "FOREIGN KEY(Uid) REFERENCES lime_LocalUsers(Uid) ON UPDATE CASCADE ON "
+    "DELETE CASCADE);",
+    "CREATE TABLE DR_MSk_DHr(" + _T + "DHid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL," + _T
+    + "sessionId INTEGER NOT NULL DEFAULT 0," + _T + "DHr BLOB NOT NULL," + _T
+    + "received UNSIGNED INTEGER NOT NULL DEFAULT 0," + _T
+    + "FOREIGN KEY(sessionId) REFERENCES DR_sessions(sessionId) ON UPDATE CASCADE ON DELETE "
+    "CASCADE);",
+    "CREATE TABLE DR_MSk_MK(" + _T + "DHid INTEGER NOT NULL," + _T + "Nr INTEGER NOT NULL,"
+    + _T + "MK BLOB NOT NULL," + _T + "PRIMARY KEY( DHid , Nr )," + _T
+    + "FOREIGN KEY(DHid) REFERENCES DR_MSk_DHr(DHid) ON UPDATE CASCADE ON DELETE CASCADE);",
+    "CREATE TABLE lime_LocalUsers(" + _T + "Uid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,"
+    + _T + "UserId TEXT NOT NULL," + _T + "Ik BLOB NOT NULL," + _T + "server TEXT NOT NULL,"
+    + _T + "curveId INTEGER NOT NULL DEFAULT 0);",
+    "CREATE TABLE lime_PeerDevices(" + _T + "Did INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,"
+    + _T + "DeviceId TEXT NOT NULL," + _T + "Ik BLOB NOT NULL," + _T
+    + "Status UNSIGNED INTEGER DEFAULT 0);",
+    "CREATE TABLE X3DH_SPK(" + _T + "SPKid UNSIGNED INTEGER PRIMARY KEY NOT NULL," + _T
+    + "SPK BLOB NOT NULL," + _T + "timeStamp DATETIME DEFAULT CURRENT_TIMESTAMP," + _T
+    + "Status INTEGER NOT NULL DEFAULT 1," + _T + "Uid INTEGER NOT NULL," + _T
+    + "FOREIGN KEY(Uid) REFERENCES lime_LocalUsers(Uid) ON UPDATE CASCADE ON DELETE CASCADE);",
+    "CREATE TABLE X3DH_OPK(" + _T + "OPKid UNSIGNED INTEGER PRIMARY KEY NOT NULL," + _T
+    + "OPK BLOB NOT NULL," + _T + "Uid INTEGER NOT NULL," + _T
+    + "Status INTEGER NOT NULL DEFAULT 1," + _T + "timeStamp DATETIME DEFAULT CURRENT_TIMESTAMP,"
+    + _T + "FOREIGN KEY(Uid) REFERENCES lime_LocalUsers(Uid) ON UPDATE CASCADE ON DELETE "
+    "CASCADE);",
+]
+
+
+@dataclass
+class LocalUser:
+    """A ``lime_LocalUsers`` row with its identity key split into public and seed."""
+
+    uid: int
+    device_id: str
+    curve: Curve
+    url: str
+    active: bool
+    ik_pub: bytes = field(repr=False)
+    ik_priv: bytearray = field(repr=False)
+
+
+class Db:
+    """One connection to a lime database, with the schema created or checked on open."""
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:" and not os.path.exists(path):
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()
+        self.conn.execute("PRAGMA foreign_keys = ON;")
+        self._depth = 0
+        with self.transaction():
+            self.conn.execute(SCHEMA[0])
+            row = self.conn.execute(
+                "SELECT version FROM db_module_version WHERE name='lime'"
+            ).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO db_module_version(name,version) VALUES('lime',?)",
+                    (DB_USER_VERSION,),
+                )
+                for ddl in SCHEMA[1:]:
+                    self.conn.execute(ddl)
+            elif row[0] < DB_USER_VERSION:
+                self.conn.execute(
+                    "UPDATE db_module_version SET version = ? WHERE name='lime'",
+                    (DB_USER_VERSION,),
+                )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (nested calls join the outer one); rolled back on any exception."""
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ local users
+
+    def load_user(self, device_id: str, all_status: bool = False) -> LocalUser:
+        """The local user, active only unless ``all_status``.
+
+        Raises:
+            UserNotFoundError: no such (active) user.
+        """
+        row = self.conn.execute(
+            "SELECT Uid,curveId,server,Ik FROM lime_LocalUsers WHERE UserId = ? LIMIT 1;",
+            (device_id,),
+        ).fetchone()
+        if row is None:
+            raise errors.UserNotFoundError(f"no local user {device_id!r}")
+        uid, curve_id, url, ik = row
+        active = not curve_id & INACTIVE_USER_BIT
+        if not active and not all_status:
+            raise errors.UserNotFoundError(f"local user {device_id!r} is not active")
+        try:
+            curve = Curve(curve_id & CURVE_ID_BYTE)
+        except ValueError:
+            raise errors.InternalError(
+                f"local user {device_id!r} has an unknown curve id in the database"
+            ) from None
+        e = SIZES[curve].ed_pub
+        return LocalUser(uid, device_id, curve, url, active, bytes(ik[:e]), bytearray(ik[e:]))
+
+    def all_local_devices(self) -> list[str]:
+        """Every local user's device id."""
+        return [r[0] for r in self.conn.execute("SELECT UserId FROM lime_LocalUsers;")]
+
+    # ------------------------------------------------------------------ peer devices
+
+    def peer_status(self, device_id: str) -> PeerStatus:
+        """Stored status, or UNKNOWN."""
+        row = self.conn.execute(
+            "SELECT Status FROM Lime_PeerDevices WHERE DeviceId = ? LIMIT 1;", (device_id,)
+        ).fetchone()
+        if row is None:
+            return PeerStatus.UNKNOWN
+        if row[0] not in (0, 1, 2):
+            raise errors.InternalError(f"peer device {device_id!r} has a bad stored status")
+        return PeerStatus(row[0])
+
+    def check_peer_device(self, device_id: str, ik: bytes, update_invalid: bool = False) -> int:
+        """Did of a known device with this Ik, 0 if unknown (or placeholder Ik and not updating).
+
+        Raises:
+            IdentityKeyChangedError: the device is known with another Ik.
+        """
+        row = self.conn.execute(
+            "SELECT Ik,Did FROM lime_PeerDevices WHERE DeviceId = ? LIMIT 1;", (device_id,)
+        ).fetchone()
+        if row is None:
+            return 0
+        stored, did = bytes(row[0]), row[1]
+        if stored == INVALID_IK:
+            if update_invalid:
+                self.conn.execute(
+                    "UPDATE Lime_PeerDevices SET Ik = ? WHERE Did = ?;", (ik, did)
+                )
+                return int(did)
+            return 0
+        if stored != ik:
+            raise errors.IdentityKeyChangedError(f"peer device {device_id!r} changed its Ik")
+        return int(did)
+
+    def store_peer_device(self, device_id: str, ik: bytes) -> int:
+        """Did of the device, inserted (untrusted) if new."""
+        did = self.check_peer_device(device_id, ik, update_invalid=True)
+        if did:
+            return did
+        cur = self.conn.execute(
+            "INSERT INTO lime_PeerDevices(DeviceId,Ik) VALUES (?,?) ", (device_id, ik)
+        )
+        return int(cur.lastrowid or 0)
+
+    # ------------------------------------------------------------------ SPk / OPk
+
+    def _used_ids(self, table: str, column: str) -> set[int]:
+        return {int(r[0]) for r in self.conn.execute(f"SELECT {column} FROM {table}")}
+
+    def new_id(self, table: str, column: str, taken: set[int] | None = None) -> int:
+        """A random 31-bit id unused in the whole table (all users)."""
+        used = taken if taken is not None else self._used_ids(table, column)
+        while True:
+            candidate = random_id()
+            if candidate not in used:
+                used.add(candidate)
+                return candidate
+
+    def insert_spk(self, uid: int, pub: bytes, priv: bytes) -> int:
+        """Stale the active SPk and insert a new active one; return its id."""
+        spk_id = self.new_id("X3DH_SPK", "SPKid")
+        self.conn.execute(
+            "UPDATE X3DH_SPK SET Status = 0, timeStamp = CURRENT_TIMESTAMP "
+            "WHERE Uid = ? AND Status = 1;",
+            (uid,),
+        )
+        self.conn.execute(
+            "INSERT INTO X3DH_SPK(SPKid,SPK,Uid) VALUES (?,?,?) ", (spk_id, pub + priv, uid)
+        )
+        return spk_id
+
+    def active_spk(self, uid: int, curve: Curve) -> tuple[int, bytes] | None:
+        """(id, public key) of the user's active SPk."""
+        row = self.conn.execute(
+            "SELECT SPk, SPKid FROM X3DH_SPk WHERE Uid = ? AND Status = 1 LIMIT 1;", (uid,)
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[1]), bytes(row[0][: SIZES[curve].x_pub])
+
+    def get_spk(self, uid: int, spk_id: int, curve: Curve) -> tuple[bytes, bytearray] | None:
+        """An SPk pair by id, whatever its status."""
+        row = self.conn.execute(
+            "SELECT SPk FROM X3DH_SPk WHERE Uid = ? AND SPKid = ? LIMIT 1;", (uid, spk_id)
+        ).fetchone()
+        if row is None:
+            return None
+        x = SIZES[curve].x_pub
+        return bytes(row[0][:x]), bytearray(row[0][x:])
+
+    def get_opk(self, uid: int, opk_id: int, curve: Curve) -> tuple[bytes, bytearray] | None:
+        """An OPk pair by id."""
+        row = self.conn.execute(
+            "SELECT OPk FROM X3DH_OPK WHERE Uid = ? AND OPKid = ? LIMIT 1;", (uid, opk_id)
+        ).fetchone()
+        if row is None:
+            return None
+        x = SIZES[curve].x_pub
+        return bytes(row[0][:x]), bytearray(row[0][x:])
+
+    def active_opks(self, uid: int, curve: Curve) -> list[tuple[int, bytes]]:
+        """(id, public) of the user's OPks believed on the server, in id order."""
+        x = SIZES[curve].x_pub
+        rows = self.conn.execute(
+            "SELECT OPKid, OPK FROM X3DH_OPK WHERE Uid = ? AND Status = 1 ORDER BY OPKid",
+            (uid,),
+        )
+        return [(int(i), bytes(k[:x])) for i, k in rows]
+
+    def insert_opks(self, uid: int, keys: list[tuple[bytes, bytearray]]) -> list[int]:
+        """Insert OPk pairs with fresh unique ids; return the ids in order."""
+        taken = self._used_ids("X3DH_OPK", "OPKid")
+        ids = []
+        for pub, priv in keys:
+            opk_id = self.new_id("X3DH_OPK", "OPKid", taken)
+            self.conn.execute(
+                "INSERT INTO X3DH_OPK(OPKid, OPK,Uid) VALUES(?,?,?)", (opk_id, pub + priv, uid)
+            )
+            wipe(priv)
+            ids.append(opk_id)
+        return ids
+
+    def update_opk_status(self, uid: int, server_ids: list[int]) -> None:
+        """Mark OPks the server no longer holds as dispatched; drop old dispatched ones."""
+        if server_ids:
+            marks = ",".join("?" for _ in server_ids)
+            self.conn.execute(
+                "UPDATE X3DH_OPK SET Status = 0, timeStamp=CURRENT_TIMESTAMP WHERE Status = 1 "
+                f"AND Uid = ? AND OPKid NOT IN ({marks});",
+                (uid, *server_ids),
+            )
+        else:
+            self.conn.execute(
+                "UPDATE X3DH_OPK SET Status = 0, timeStamp=CURRENT_TIMESTAMP "
+                "WHERE Status = 1 AND Uid = ?;",
+                (uid,),
+            )
+        self.conn.execute(
+            "DELETE FROM X3DH_OPK WHERE Uid = ? AND Status = 0 AND "
+            f"timeStamp < date('now', '-{OPK_LIMBO_DAYS} day');",
+            (uid,),
+        )
+
+    def current_spk_valid(self, uid: int) -> bool:
+        """True if the active SPk is younger than 7 days (day granularity, as lime)."""
+        row = self.conn.execute(
+            "SELECT SPKid FROM X3DH_SPk WHERE Uid = ? AND Status = 1 AND "
+            f"timeStamp > date('now', '-{SPK_LIFETIME_DAYS} day') LIMIT 1;",
+            (uid,),
+        ).fetchone()
+        return row is not None
+
+    def clean(self) -> None:
+        """update()'s cleanup: old stale sessions, over-received skipped chains, old SPks."""
+        self.conn.execute(
+            "DELETE FROM DR_sessions WHERE Status=0 AND "
+            f"timeStamp < date('now', '-{DR_SESSION_LIMBO_DAYS} day');"
+        )
+        self.conn.execute(
+            f"DELETE FROM DR_MSk_DHr WHERE received > {MAX_MESSAGES_RECEIVED_AFTER_SKIP};"
+        )
+        self.conn.execute(
+            "DELETE FROM X3DH_SPK WHERE Status=0 AND "
+            f"timeStamp < date('now', '-{SPK_LIMBO_DAYS} day');"
+        )
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session_from_row(self, curve: Curve, row: tuple) -> Session:  # type: ignore[type-arg]
+        sid, did, uid, ns, nr, pn, dhr, dhs, rk, cks, ckr, ad, status, x3dh = row
+        x = SIZES[curve].x_pub
+        return Session(
+            curve, int(uid), int(did), bytearray(rk), bytearray(cks), bytearray(ckr),
+            bytes(dhs[:x]), bytearray(dhs[x:]), bytes(dhr), bytes(ad), int(ns), int(nr),
+            int(pn), status == 1, bytes(x3dh) if x3dh else None, int(sid), dirty="clean",
+        )
+
+    _SESSION_COLUMNS = "s.sessionId,s.Did,s.Uid,Ns,Nr,PN,DHr,DHs,RK,CKs,CKr,AD,s.Status,X3DHInit"
+
+    def active_session(self, uid: int, device_id: str, curve: Curve) -> Session | None:
+        """The active session of a local user with a peer device."""
+        row = self.conn.execute(
+            f"SELECT {self._SESSION_COLUMNS} FROM DR_sessions as s INNER JOIN lime_PeerDevices "
+            "as d ON s.Did=d.Did WHERE s.Uid= ? AND s.Status=1 AND d.DeviceId = ? "
+            "ORDER BY s.sessionId LIMIT 1",
+            (uid, device_id),
+        ).fetchone()
+        return self._session_from_row(curve, row) if row else None
+
+    def sessions_with(self, uid: int, device_id: str, curve: Curve) -> list[Session]:
+        """Every session with a peer device, active first then oldest first (lime's order)."""
+        rows = self.conn.execute(
+            f"SELECT {self._SESSION_COLUMNS} FROM DR_sessions as s INNER JOIN lime_PeerDevices "
+            "as d ON s.Did=d.Did WHERE d.DeviceId = ? AND s.Uid = ? "
+            "ORDER BY s.Status DESC, timeStamp ASC;",
+            (device_id, uid),
+        ).fetchall()
+        return [self._session_from_row(curve, r) for r in rows]
+
+    def skipped_key(self, session_id: int, dhr: bytes, nr: int) -> tuple[int, bytes] | None:
+        """(DHid, MK) of a stored skipped message key."""
+        row = self.conn.execute(
+            "SELECT m.MK, m.DHid FROM DR_MSk_MK as m INNER JOIN DR_MSk_DHr as d ON "
+            "d.DHid=m.DHid WHERE d.sessionId = ? AND d.DHr = ? AND m.Nr = ? LIMIT 1",
+            (session_id, dhr, nr),
+        ).fetchone()
+        if row is None or len(row[0]) != 48:
+            return None
+        return int(row[1]), bytes(row[0])
+
+    def has_chain(self, session_id: int, dhr: bytes) -> bool:
+        """True if skipped keys are stored for this peer ratchet key."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM DR_MSk_DHr WHERE sessionId = ? AND DHr = ? LIMIT 1",
+                (session_id, dhr),
+            ).fetchone()
+            is not None
+        )
+
+    def save_session(self, s: Session) -> None:
+        """Write a session the way lime's ``session_save`` does (inside the caller's transaction)."""
+        c = self.conn
+        if s.session_id == 0:
+            if s.did == 0:
+                s.did = self.store_peer_device(s.peer_device_id, s.peer_ik)
+            else:
+                c.execute(
+                    "UPDATE DR_sessions SET Status = 0, timeStamp = CURRENT_TIMESTAMP "
+                    "WHERE Did = ? AND Uid = ?",
+                    (s.did, s.uid),
+                )
+            cols = "Ns,Nr,PN,DHr,DHs,RK,CKs,CKr,AD,Did,Uid"
+            values: list[object] = [
+                s.ns, s.nr, s.pn, s.dhr, s.dhs_pub + bytes(s.dhs_priv), bytes(s.rk),
+                bytes(s.cks), bytes(s.ckr), s.ad, s.did, s.uid,
+            ]
+            if s.x3dh_init:
+                cols += ",X3DHInit"
+                values.append(s.x3dh_init)
+            cur = c.execute(
+                f"INSERT INTO DR_sessions({cols}) VALUES({','.join('?' * len(values))});", values
+            )
+            s.session_id = int(cur.lastrowid or 0)
+            if s.used_opk_id:
+                c.execute(
+                    "DELETE FROM X3DH_OPK WHERE Uid = ? AND OPKid = ?;", (s.uid, s.used_opk_id)
+                )
+                s.used_opk_id = 0
+            if not s.active:  # a new session already at its sending limit
+                c.execute(
+                    "UPDATE DR_sessions SET Status = 0 WHERE sessionId = ?", (s.session_id,)
+                )
+        else:
+            if s.dirty in ("ratchet", "decrypt") and not s.active:
+                c.execute(
+                    "UPDATE DR_sessions SET Status = 0, timeStamp = CURRENT_TIMESTAMP "
+                    "WHERE Did = ? AND Uid = ?",
+                    (s.did, s.uid),
+                )
+                s.active = True
+            if s.dirty == "ratchet":
+                c.execute(
+                    "UPDATE DR_sessions SET Ns= ?, Nr= ?, PN= ?, DHr= ?,DHs= ?, RK= ?, CKs= ?, "
+                    "CKr= ?, Status = 1,  X3DHInit = NULL WHERE sessionId = ?;",
+                    (s.ns, s.nr, s.pn, s.dhr, s.dhs_pub + bytes(s.dhs_priv), bytes(s.rk),
+                     bytes(s.cks), bytes(s.ckr), s.session_id),
+                )
+            elif s.dirty == "decrypt":
+                c.execute(
+                    "UPDATE DR_sessions SET Nr= ?, CKr= ?, Status = 1, X3DHInit = NULL "
+                    "WHERE sessionId = ?;",
+                    (s.nr, bytes(s.ckr), s.session_id),
+                )
+            elif s.dirty == "encrypt":
+                c.execute(
+                    "UPDATE DR_sessions SET Ns= ?, CKs= ?, Status = ? WHERE sessionId = ?;",
+                    (s.ns, bytes(s.cks), 1 if s.active else 0, s.session_id),
+                )
+            if s.used_skipped is not None:
+                c.execute("DELETE from DR_MSk_MK WHERE DHid = ? AND Nr = ?;", s.used_skipped)
+            elif s.dirty in ("ratchet", "decrypt"):
+                c.execute(
+                    "UPDATE DR_MSk_DHr SET received = received + 1 WHERE sessionId = ?",
+                    (s.session_id,),
+                )
+        for dhr, keys in s.new_skipped:
+            row = c.execute(
+                "SELECT DHid FROM DR_MSk_DHr WHERE sessionId = ? AND DHr = ? LIMIT 1;",
+                (s.session_id, dhr),
+            ).fetchone()
+            if row is None:
+                dhid = c.execute(
+                    "INSERT INTO DR_MSk_DHr(sessionId, DHr) VALUES(?, ?)", (s.session_id, dhr)
+                ).lastrowid
+            else:
+                dhid = row[0]
+                c.execute("UPDATE DR_MSk_DHr SET received = 0 WHERE DHid = ?", (dhid,))
+            c.executemany(
+                "INSERT INTO DR_MSk_MK(DHid,Nr,MK) VALUES(?,?,?)",
+                [(dhid, nr, mk) for nr, mk in keys.items()],
+            )
+        if s.used_skipped is not None:
+            dhid = s.used_skipped[0]
+            if c.execute("SELECT Nr from DR_MSk_MK WHERE DHid = ? LIMIT 1;", (dhid,)).fetchone() is None:
+                c.execute("DELETE from DR_MSk_DHr WHERE DHid = ?;", (dhid,))
+        s.used_skipped = None
+        s.new_skipped = []
+        s.dirty = "clean"
