@@ -17,11 +17,29 @@ from pylime.errors import (
     UserExistsError,
     UserNotFoundError,
 )
+from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.types import Curve, PeerStatus, Policy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pylime.manager import Manager
+
+
+def __getattr__(name: str) -> object:
+    # Manager needs the compiled module; importing it lazily keeps the key server, the
+    # reference and the CLI usable where pylime._lime was never built.
+    if name == "Manager":
+        from pylime.manager import Manager
+
+        return Manager
+    raise AttributeError(f"module 'pylime' has no attribute {name!r}")
+
 
 __all__ = [
     "Curve",
+    "DecryptResult",
     "DecryptionError",
+    "EncryptResult",
     "EncryptionError",
     "IdentityKeyMismatchError",
     "InternalError",
@@ -30,9 +48,11 @@ __all__ = [
     "KeyServerHTTPError",
     "KeyServerProtocolError",
     "LimeError",
+    "Manager",
     "ManagerClosedError",
     "PeerStatus",
     "Policy",
+    "RecipientResult",
     "TransportError",
     "UserExistsError",
     "UserNotFoundError",

@@ -133,7 +133,7 @@ def decrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, sender: by
                                   len(cipher_message), plain, size)
     if status == lib.lime_ffi_PeerDeviceStatus_fail:
         return status, b""
-    return status, ffi.unpack(plain, size[0])
+    return status, ffi.buffer(plain, size[0])[:]
 
 
 def get_self_identity_key(manager: Any, device_id: bytes) -> bytes:
@@ -141,7 +141,7 @@ def get_self_identity_key(manager: Any, device_id: bytes) -> bytes:
     ik = ffi.new("uint8_t[]", IK_MAX_SIZE)
     size = ffi.new("size_t *", IK_MAX_SIZE)
     check(lib.lime_ffi_get_selfIdentityKey(manager, device_id, ik, size), "get_selfIdentityKey")
-    return ffi.unpack(ik, size[0])
+    return ffi.buffer(ik, size[0])[:]
 
 
 def set_peer_device_status(manager: Any, peer: bytes, ik: bytes, status: int) -> int:

@@ -273,7 +273,25 @@ class Manager:
                 self._state.pending.discard(call.op)
                 self._drive()
                 raise errors.UserExistsError(f"user {device_id!r} already exists")
-            self._run(call, rc)
+            try:
+                self._run(call, rc)
+            except errors.KeyServerError:
+                if not call.op.done:
+                    self._reopen()
+                raise
+
+    def _reopen(self) -> None:
+        """Destroy and reopen the C manager on the same database, emptying lime's user cache.
+
+        On an answer it cannot place, lime 5.1.64 drops create_user without a result and
+        caches a user that a second create_user can never complete. A fresh C manager sees
+        the user as it is stored (inactive), so a retry re-registers the same keys.
+        """
+        state = self._state
+        ptr, state.ptr = state.ptr, None
+        _b.manager_destroy(ptr)
+        state.pending.clear()  # the destroyed manager can no longer call back
+        state.ptr = _b.manager_init(_cstr(self._path, "path"), state.queue_handle)
 
     def delete_user(self, device_id: str) -> None:
         """Delete a local user with all its keys and sessions, then delete it on the key server.
@@ -377,10 +395,10 @@ class Manager:
             for index in range(count):
                 r = c_recipients[index]
                 status = _PEER_STATUS[r.peerStatus]
-                message = b"" if status is PeerStatus.FAIL else _ffi.unpack(r.DRmessage,
-                                                                            r.DRmessageSize)
+                message = (b"" if status is PeerStatus.FAIL
+                           else _ffi.buffer(r.DRmessage, r.DRmessageSize)[:])
                 out.append(RecipientResult(recipients[index], status, message))
-            return EncryptResult(_ffi.unpack(c_cipher, c_cipher_size[0]), tuple(out))
+            return EncryptResult(_ffi.buffer(c_cipher, c_cipher_size[0])[:], tuple(out))
 
         with self._lock:
             ptr = self._ptr()
