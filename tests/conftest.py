@@ -127,3 +127,13 @@ def world(tmp_path: pathlib.Path, server: KeyServer, curve: Curve,
     w = World(tmp_path, server, curve, backend)
     yield w
     w.close()
+
+
+@pytest.fixture
+def lime_world(tmp_path: pathlib.Path, server: KeyServer, curve: Curve) -> Iterator[World]:
+    """Like ``world``, on liblime's binding only: for tests of the binding's own machinery."""
+    if Manager is None:
+        pytest.skip(LIME_MISSING)
+    w = World(tmp_path, server, curve, Manager)
+    yield w
+    w.close()

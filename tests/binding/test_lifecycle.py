@@ -39,9 +39,9 @@ def test_a_dropped_manager_is_freed_without_close(tmp_path, server):
     assert state.ptr is None and not state.pending
 
 
-def test_callback_handles_are_released_after_each_operation(world):
+def test_callback_handles_are_released_after_each_operation(lime_world):
     """No operation handle outlives its operation."""
-    alice, bob = world.device("alice"), world.device("bob")
+    alice, bob = lime_world.device("alice"), lime_world.device("bob")
     for _ in range(5):
         bob.receive(bob.user, alice, alice.encrypt(bob.user, [bob], b"hi"))
     alice.manager.update()
