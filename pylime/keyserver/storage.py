@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from pylime.keyserver.protocol import OPk
 from pylime.types import Curve
 
 __all__ = [
+    "Account",
     "AddOutcome",
     "RegisterOutcome",
     "SQLiteStorage",
@@ -57,6 +59,20 @@ class StoredBundle:
 
     keys: UserKeys
     opk: OPk | None
+
+
+@dataclass(frozen=True)
+class Account:
+    """A digest account: the HA1 of each algorithm, never the password."""
+
+    username: str
+    realm: str
+    ha1_md5: str = field(repr=False)  # hex MD5(username:realm:password)
+    ha1_sha256: str = field(repr=False)  # hex SHA-256(username:realm:password)
+
+    def ha1(self, algorithm: str) -> str | None:
+        """The stored HA1 for a digest algorithm name (MD5 or SHA-256), None for others."""
+        return {"MD5": self.ha1_md5, "SHA-256": self.ha1_sha256}.get(algorithm.upper())
 
 
 class RegisterOutcome(enum.Enum):
@@ -139,6 +155,41 @@ class Storage(abc.ABC):
     def expire_users(self, now: float) -> int:
         """Delete every device whose expiry time has passed; return how many."""
 
+    # Accounts and digest nonces live beside the keys, so every server process sharing the
+    # database shares them too.
+
+    @abc.abstractmethod
+    def put_account(self, account: Account) -> bool:
+        """Create or replace an account; return True if it was new."""
+
+    @abc.abstractmethod
+    def remove_account(self, username: str, realm: str) -> bool:
+        """Delete an account; return whether it existed."""
+
+    @abc.abstractmethod
+    def get_account(self, username: str, realm: str) -> Account | None:
+        """The account, or None."""
+
+    @abc.abstractmethod
+    def list_accounts(self) -> list[tuple[str, str]]:
+        """(username, realm) of every account, sorted."""
+
+    @abc.abstractmethod
+    def server_secret(self) -> bytes:
+        """A random 32-byte secret shared by all server processes, created on first use."""
+
+    @abc.abstractmethod
+    def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
+        """Record a use of (nonce, nonce count); False if nc is not above every earlier use."""
+
+    @abc.abstractmethod
+    def purge_nonces(self, now: float) -> int:
+        """Forget nonces that expired; return how many."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StorageError unless the database answers (the health check)."""
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections; idempotent."""
@@ -166,6 +217,23 @@ CREATE TABLE IF NOT EXISTS OPk (
 -- SQLite appends the rowid to every index, so this one also serves "oldest OPk of Uid".
 CREATE INDEX IF NOT EXISTS OPk_Uid ON OPk (Uid);
 CREATE INDEX IF NOT EXISTS Users_Expires ON Users (Expires) WHERE Expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS Accounts (
+    Username TEXT NOT NULL,
+    Realm TEXT NOT NULL,
+    HA1_MD5 TEXT NOT NULL,
+    HA1_SHA256 TEXT NOT NULL,
+    PRIMARY KEY (Username, Realm)
+);
+CREATE TABLE IF NOT EXISTS Nonces (
+    Nonce TEXT PRIMARY KEY,
+    Nc INTEGER NOT NULL,
+    Expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS Nonces_Expires ON Nonces (Expires);
+CREATE TABLE IF NOT EXISTS Config (
+    Name TEXT PRIMARY KEY,
+    Value BLOB NOT NULL
+);
 """
 
 
@@ -353,6 +421,64 @@ class SQLiteStorage(Storage):
         with self._tx() as cur:
             cur.execute("DELETE FROM Users WHERE Expires IS NOT NULL AND Expires <= ?", (now,))
             return cur.rowcount
+
+    def put_account(self, account: Account) -> bool:
+        with self._tx() as cur:
+            existed = cur.execute(
+                "SELECT 1 FROM Accounts WHERE Username = ? AND Realm = ?",
+                (account.username, account.realm),
+            ).fetchone()
+            cur.execute(
+                "INSERT OR REPLACE INTO Accounts (Username, Realm, HA1_MD5, HA1_SHA256)"
+                " VALUES (?, ?, ?, ?)",
+                (account.username, account.realm, account.ha1_md5, account.ha1_sha256),
+            )
+            return existed is None
+
+    def remove_account(self, username: str, realm: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM Accounts WHERE Username = ? AND Realm = ?", (username, realm))
+            return cur.rowcount > 0
+
+    def get_account(self, username: str, realm: str) -> Account | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT HA1_MD5, HA1_SHA256 FROM Accounts WHERE Username = ? AND Realm = ?",
+                (username, realm),
+            ).fetchone()
+            return None if row is None else Account(username, realm, row[0], row[1])
+
+    def list_accounts(self) -> list[tuple[str, str]]:
+        with self._tx() as cur:
+            rows = cur.execute("SELECT Username, Realm FROM Accounts ORDER BY Realm, Username")
+            return [(r[0], r[1]) for r in rows.fetchall()]
+
+    def server_secret(self) -> bytes:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO Config (Name, Value) VALUES ('nonce_secret', ?)",
+                (secrets.token_bytes(32),),
+            )
+            row = cur.execute("SELECT Value FROM Config WHERE Name = 'nonce_secret'").fetchone()
+            return bytes(row[0])
+
+    def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO Nonces (Nonce, Nc, Expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (Nonce) DO UPDATE SET Nc = excluded.Nc WHERE Nonces.Nc < excluded.Nc",
+                (nonce, nc, expires_at),
+            )
+            return cur.rowcount > 0
+
+    def purge_nonces(self, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM Nonces WHERE Expires <= ?", (now,))
+            return cur.rowcount
+
+    def ping(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:

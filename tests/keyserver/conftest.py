@@ -10,10 +10,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # ks_wire, ks_pg helpers
 
+from ks_pg import fresh_pg_storage
+
 from pylime.keyserver import KeyServer
 from pylime.types import Curve
 
-BACKENDS = ["sqlite-memory", "sqlite-file"]
+BACKENDS = [
+    "sqlite-memory",
+    "sqlite-file",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 def make_server(backend: str, tmp_path: Path, **kwargs: object) -> KeyServer:
@@ -22,6 +28,8 @@ def make_server(backend: str, tmp_path: Path, **kwargs: object) -> KeyServer:
         return KeyServer(**kwargs)  # type: ignore[arg-type]
     if backend == "sqlite-file":
         return KeyServer(tmp_path / "keys.sqlite3", **kwargs)  # type: ignore[arg-type]
+    if backend == "postgres":
+        return KeyServer(fresh_pg_storage(), **kwargs)  # type: ignore[arg-type]
     raise AssertionError(backend)
 
 

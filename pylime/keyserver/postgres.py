@@ -1,0 +1,376 @@
+"""PostgreSQL storage for the key server (psycopg 3 with a connection pool).
+
+Several server processes, on one machine or many, can share one database: every operation
+is one transaction, and an OPk is claimed with ``FOR UPDATE SKIP LOCKED`` and deleted in the
+same statement, so concurrent fetches never hand out the same OPk and never wait on each other.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo
+
+from pylime.keyserver.protocol import OPk
+from pylime.keyserver.storage import (
+    SCHEMA_VERSION,
+    Account,
+    AddOutcome,
+    RegisterOutcome,
+    Storage,
+    StorageError,
+    StoredBundle,
+    UserKeys,
+)
+from pylime.types import Curve
+
+__all__ = ["PostgresStorage"]
+
+# Any constant: serialises schema creation when several processes start at once.
+_SCHEMA_LOCK = 0x11DE_5E12
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lime_users (
+    uid BIGSERIAL PRIMARY KEY,
+    curve SMALLINT NOT NULL,
+    user_id TEXT NOT NULL,
+    ik BYTEA NOT NULL,
+    spk BYTEA NOT NULL,
+    spk_sig BYTEA NOT NULL,
+    spk_id BIGINT NOT NULL,
+    registered TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires DOUBLE PRECISION,
+    UNIQUE (curve, user_id)
+);
+CREATE TABLE IF NOT EXISTS lime_opks (
+    id BIGSERIAL PRIMARY KEY,
+    uid BIGINT NOT NULL REFERENCES lime_users (uid) ON DELETE CASCADE,
+    opk BYTEA NOT NULL,
+    opk_id BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lime_opks_uid ON lime_opks (uid, id);
+CREATE INDEX IF NOT EXISTS lime_users_expires ON lime_users (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS lime_accounts (
+    username TEXT NOT NULL,
+    realm TEXT NOT NULL,
+    ha1_md5 TEXT NOT NULL,
+    ha1_sha256 TEXT NOT NULL,
+    PRIMARY KEY (username, realm)
+);
+CREATE TABLE IF NOT EXISTS lime_nonces (
+    nonce TEXT PRIMARY KEY,
+    nc BIGINT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lime_nonces_expires ON lime_nonces (expires);
+CREATE TABLE IF NOT EXISTS lime_config (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+)
+"""
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for reprs and logs."""
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://?"
+    host = params.get("host", "")
+    port = params.get("port", "")
+    user = params.get("user", "")
+    return f"postgresql://{user}@{host}:{port}/{params.get('dbname', '')}"
+
+
+class PostgresStorage(Storage):
+    """PostgreSQL backend over a psycopg_pool connection pool.
+
+    Args:
+        url: a libpq URL (``postgresql://user@host:port/db``).
+        min_size / max_size: the pool's bounds, per process.
+        timeout: seconds to wait for a free connection before failing the request.
+    """
+
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+    ) -> None:
+        self._display = _safe_url(url)
+        try:
+            self._pool = psycopg_pool.ConnectionPool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                open=False,
+                name="pylime-keyserver",
+            )
+            self._pool.open(wait=True, timeout=timeout)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StorageError(f"cannot connect to {self._display}: {type(exc).__name__}") from exc
+        self._closed = False
+        try:
+            version = self._create_schema()
+        except StorageError:
+            self.close()
+            raise
+        if version > SCHEMA_VERSION:
+            self.close()
+            raise StorageError(
+                f"database schema version {version} is newer than this server's ({SCHEMA_VERSION})"
+            )
+
+    def _create_schema(self) -> int:
+        """Create missing tables; return the database's schema version."""
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in _SCHEMA.split(";"):
+                cur.execute(statement)
+            cur.execute(
+                "INSERT INTO lime_config (name, value) VALUES ('schema_version', %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (str(SCHEMA_VERSION).encode(),),
+            )
+            cur.execute("SELECT value FROM lime_config WHERE name = 'schema_version'")
+            row = cur.fetchone()
+            return int(bytes(row[0]).decode()) if row else SCHEMA_VERSION
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self._display!r})"
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction on a pooled connection; database failures become StorageError."""
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StorageError(f"PostgreSQL error: {type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _uid(
+        cur: psycopg.Cursor[Any], curve: Curve, device_id: str, lock: bool = False
+    ) -> int | None:
+        sql = "SELECT uid FROM lime_users WHERE curve = %s AND user_id = %s"
+        cur.execute(sql + (" FOR UPDATE" if lock else ""), (int(curve), device_id))
+        row = cur.fetchone()
+        return None if row is None else int(row[0])
+
+    def register_user(
+        self,
+        curve: Curve,
+        device_id: str,
+        keys: UserKeys,
+        opks: Sequence[OPk],
+        expires_at: float | None,
+    ) -> RegisterOutcome:
+        with self._tx() as cur:
+            # ON CONFLICT waits for a concurrent registration of the same device to finish,
+            # so exactly one of them creates it.
+            cur.execute(
+                "INSERT INTO lime_users (curve, user_id, ik, spk, spk_sig, spk_id, expires)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (curve, user_id) DO NOTHING RETURNING uid",
+                (int(curve), device_id, keys.ik, keys.spk, keys.spk_sig, keys.spk_id, expires_at),
+            )
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(
+                    "SELECT ik, spk, spk_sig, spk_id FROM lime_users"
+                    " WHERE curve = %s AND user_id = %s",
+                    (int(curve), device_id),
+                )
+                old = cur.fetchone()
+                if old is None:  # deleted between the two statements: treat as a conflict
+                    return RegisterOutcome.CONFLICT
+                same = (bytes(old[0]), bytes(old[1]), bytes(old[2]), int(old[3])) == (
+                    keys.ik,
+                    keys.spk,
+                    keys.spk_sig,
+                    keys.spk_id,
+                )
+                return RegisterOutcome.UNCHANGED if same else RegisterOutcome.CONFLICT
+            uid = int(row[0])
+            if opks:
+                cur.executemany(
+                    "INSERT INTO lime_opks (uid, opk, opk_id) VALUES (%s, %s, %s)",
+                    [(uid, o.public, o.id) for o in opks],
+                )
+            return RegisterOutcome.CREATED
+
+    def delete_user(self, curve: Curve, device_id: str) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "DELETE FROM lime_users WHERE curve = %s AND user_id = %s", (int(curve), device_id)
+            )
+            return cur.rowcount > 0
+
+    def set_spk(
+        self, curve: Curve, device_id: str, spk: bytes, spk_sig: bytes, spk_id: int
+    ) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE lime_users SET spk = %s, spk_sig = %s, spk_id = %s"
+                " WHERE curve = %s AND user_id = %s",
+                (spk, spk_sig, spk_id, int(curve), device_id),
+            )
+            return cur.rowcount > 0
+
+    def add_opks(
+        self, curve: Curve, device_id: str, opks: Sequence[OPk], max_opks: int
+    ) -> AddOutcome:
+        with self._tx() as cur:
+            # Locking the user row serialises concurrent uploads, so the cap holds.
+            uid = self._uid(cur, curve, device_id, lock=True)
+            if uid is None:
+                return AddOutcome.NOT_FOUND
+            cur.execute("SELECT count(*) FROM lime_opks WHERE uid = %s", (uid,))
+            row = cur.fetchone()
+            stored = int(row[0]) if row else 0
+            if stored + len(opks) > max_opks:
+                return AddOutcome.LIMIT
+            if opks:
+                cur.executemany(
+                    "INSERT INTO lime_opks (uid, opk, opk_id) VALUES (%s, %s, %s)",
+                    [(uid, o.public, o.id) for o in opks],
+                )
+            return AddOutcome.ADDED
+
+    def take_bundles(self, curve: Curve, device_ids: Sequence[str]) -> list[StoredBundle | None]:
+        out: list[StoredBundle | None] = []
+        with self._tx() as cur:
+            for device_id in device_ids:
+                cur.execute(
+                    "SELECT uid, ik, spk, spk_sig, spk_id FROM lime_users"
+                    " WHERE curve = %s AND user_id = %s",
+                    (int(curve), device_id),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    out.append(None)
+                    continue
+                keys = UserKeys(bytes(row[1]), bytes(row[2]), bytes(row[3]), int(row[4]))
+                # SKIP LOCKED: a concurrent transaction holding the oldest OPk makes us take
+                # the next one instead of waiting for it, and never the same one.
+                cur.execute(
+                    "DELETE FROM lime_opks WHERE id = ("
+                    " SELECT id FROM lime_opks WHERE uid = %s ORDER BY id LIMIT 1"
+                    " FOR UPDATE SKIP LOCKED) RETURNING opk, opk_id",
+                    (row[0],),
+                )
+                opk_row = cur.fetchone()
+                opk = None if opk_row is None else OPk(bytes(opk_row[0]), int(opk_row[1]))
+                out.append(StoredBundle(keys, opk))
+        return out
+
+    def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
+        with self._tx() as cur:
+            uid = self._uid(cur, curve, device_id)
+            if uid is None:
+                return None
+            cur.execute("SELECT opk_id FROM lime_opks WHERE uid = %s ORDER BY id", (uid,))
+            return [int(r[0]) for r in cur.fetchall()]
+
+    def opk_count(self, device_id: str, curve: Curve | None = None) -> int:
+        with self._tx() as cur:
+            if curve is None:
+                cur.execute(
+                    "SELECT count(*) FROM lime_opks o JOIN lime_users u USING (uid)"
+                    " WHERE u.user_id = %s",
+                    (device_id,),
+                )
+            else:
+                cur.execute(
+                    "SELECT count(*) FROM lime_opks o JOIN lime_users u USING (uid)"
+                    " WHERE u.curve = %s AND u.user_id = %s",
+                    (int(curve), device_id),
+                )
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def expire_users(self, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute(
+                "DELETE FROM lime_users WHERE expires IS NOT NULL AND expires <= %s", (now,)
+            )
+            return cur.rowcount
+
+    def put_account(self, account: Account) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO lime_accounts (username, realm, ha1_md5, ha1_sha256)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (username, realm) DO UPDATE"
+                " SET ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256"
+                " RETURNING (xmax = 0)",
+                (account.username, account.realm, account.ha1_md5, account.ha1_sha256),
+            )
+            row = cur.fetchone()
+            return bool(row and row[0])
+
+    def remove_account(self, username: str, realm: str) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "DELETE FROM lime_accounts WHERE username = %s AND realm = %s", (username, realm)
+            )
+            return cur.rowcount > 0
+
+    def get_account(self, username: str, realm: str) -> Account | None:
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT ha1_md5, ha1_sha256 FROM lime_accounts WHERE username = %s AND realm = %s",
+                (username, realm),
+            )
+            row = cur.fetchone()
+            return None if row is None else Account(username, realm, row[0], row[1])
+
+    def list_accounts(self) -> list[tuple[str, str]]:
+        with self._tx() as cur:
+            cur.execute("SELECT username, realm FROM lime_accounts ORDER BY realm, username")
+            return [(r[0], r[1]) for r in cur.fetchall()]
+
+    def server_secret(self) -> bytes:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO lime_config (name, value) VALUES ('nonce_secret', %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (secrets.token_bytes(32),),
+            )
+            cur.execute("SELECT value FROM lime_config WHERE name = 'nonce_secret'")
+            row = cur.fetchone()
+            if row is None:
+                raise StorageError("nonce secret missing")
+            return bytes(row[0])
+
+    def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO lime_nonces (nonce, nc, expires) VALUES (%s, %s, %s)"
+                " ON CONFLICT (nonce) DO UPDATE SET nc = excluded.nc"
+                " WHERE lime_nonces.nc < excluded.nc",
+                (nonce, nc, expires_at),
+            )
+            return cur.rowcount > 0
+
+    def purge_nonces(self, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM lime_nonces WHERE expires <= %s", (now,))
+            return cur.rowcount
+
+    def ping(self) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+    def close(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._pool.close()
+
+    def drop_everything(self) -> None:
+        """Delete every row (tests and benchmarks reuse one database)."""
+        with self._tx() as cur:
+            cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts, lime_nonces")
