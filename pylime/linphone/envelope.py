@@ -14,7 +14,9 @@ its belle-sip 5.1.64 *crashes* on most other shapes):
   unwrapped base64 DR message), exactly one ``application/octet-stream``
   (``Content-Description: Encrypted message``, unwrapped base64 cipher message);
 - the whole body zlib-compressed (RFC 1950, ``zlib.compress``) with ``Content-Encoding: deflate``
-  when it is at least :data:`DEFLATE_THRESHOLD` bytes (belle-sip src/channel.c; raw deflate gets 415).
+  when it is at least :data:`DEFLATE_THRESHOLD` bytes and compression saves more than
+  :data:`DEFLATE_HEADER_COST` bytes (belle-sip src/bodyhandler.c
+  ``belle_sip_memory_body_handler_apply_encoding``; raw deflate gets 415).
 
 Parse side: lenient where Linphone is lenient (header order and case, quoted boundary, wrapped
 base64, missing ``protocol`` as legacy), and a typed :class:`~pylime.linphone.errors.EnvelopeError`
@@ -55,6 +57,7 @@ from pylime.linphone.errors import (
 )
 
 __all__ = [
+    "DEFLATE_HEADER_COST",
     "DEFLATE_THRESHOLD",
     "MAX_INFLATED_SIZE",
     "EncryptedBody",
@@ -73,6 +76,9 @@ __all__ = [
 
 DEFLATE_THRESHOLD = 256
 """belle-sip compresses a body of at least this many bytes, and sends smaller ones as they are."""
+
+DEFLATE_HEADER_COST = 27
+"""belle-sip sends the body uncompressed unless deflating saves more than this many bytes."""
 
 MAX_INFLATED_SIZE = 16 * 1024 * 1024
 """We refuse to inflate a body beyond this size (a deflate bomb guard; Linphone has none)."""
@@ -222,7 +228,8 @@ def build_envelope(
         envelope: the sender, IMDN id, per-device DR messages and the cipher message.
             ``message_id`` None leaves out the cleartext CPIM part (only the legacy sipfrag).
         boundary: a fixed boundary (tests); a fresh random one when None.
-        deflate: compress bodies of :data:`DEFLATE_THRESHOLD` bytes or more, as belle-sip does.
+        deflate: compress bodies of :data:`DEFLATE_THRESHOLD` bytes or more when that saves
+            more than :data:`DEFLATE_HEADER_COST` bytes, as belle-sip does.
 
     Raises:
         InvalidDeviceIdError: a device id or the sender is not a bare SIP URI.
@@ -274,7 +281,11 @@ def build_envelope(
             if boundary is not None:
                 raise
     if deflate and len(raw) >= DEFLATE_THRESHOLD:
-        return EncryptedBody(content_type_for(chosen), zlib.compress(raw), "deflate")
+        packed = zlib.compress(raw)
+        # belle-sip keeps the body as it is unless compression saves more than the 27 bytes
+        # of the Content-Encoding header it adds.
+        if len(packed) + DEFLATE_HEADER_COST < len(raw):
+            return EncryptedBody(content_type_for(chosen), packed, "deflate")
     return EncryptedBody(content_type_for(chosen), raw, None)
 
 
