@@ -1,0 +1,305 @@
+"""The key server as an ASGI application, and how to serve it with uvicorn.
+
+HTTP rules (keyserver.md §4.5): X3DH requests are ``POST`` with ``x3dh/octet-stream`` on any
+path; the device id comes from ``X-Lime-user-identity`` or else ``From``. Protocol errors are
+X3DH error messages inside HTTP 200 (that is what lime reads); transport and authentication
+failures are real HTTP statuses: 401 (with a Digest challenge), 403 (another account's
+device), 405, 413 (body over the cap). ``GET /health`` answers 200 when the database does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pylime.keyserver.auth import DigestAuthenticator
+from pylime.keyserver.core import DEFAULT_MAX_OPKS_PER_DEVICE, KeyServer
+from pylime.keyserver.protocol import (
+    CONTENT_TYPE,
+    ErrorCode,
+    ErrorMessage,
+    GetPeerBundle,
+    X3DHParseError,
+    parse_request,
+)
+from pylime.keyserver.storage import Account, is_storable_device_id
+
+__all__ = ["ENV_CONFIG", "KeyServerApp", "ServerConfig", "app_from_environment"]
+
+log = logging.getLogger("pylime.keyserver.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Worker processes receive their configuration through this variable (uvicorn starts them
+# from an import string, so there is no other way to hand them an object).
+ENV_CONFIG = "PYLIME_KEYSERVER_CONFIG"
+
+# Enough for a registerUser with 0xFFFF curve448 OPks (about 3.9 MB) would be absurd; 1 MiB
+# covers 200 curve448 OPks (12 KB) and bundle requests for thousands of devices.
+DEFAULT_MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a key-server process needs; serialisable for worker processes.
+
+    ``realm`` is required unless ``open`` is set (then nobody is authenticated).
+    """
+
+    db: str = ":memory:"
+    realm: str | None = None
+    open: bool = False
+    max_body: int = DEFAULT_MAX_BODY
+    max_opks_per_device: int = DEFAULT_MAX_OPKS_PER_DEVICE
+    lifetime: float = 0.0
+    nonce_lifetime: float = 300.0
+    algorithms: tuple[str, ...] = field(default=("SHA-256", "MD5"))
+
+    def __post_init__(self) -> None:
+        if not self.open and not self.realm:
+            raise ValueError("a realm (the SIP domain) is required unless the server is open")
+        if self.max_body < 3:
+            raise ValueError("max_body must be at least 3 bytes")
+
+    def to_json(self) -> str:
+        """The configuration as JSON (it may hold a database URL: keep it private)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerConfig:
+        """The inverse of to_json."""
+        data = json.loads(text)
+        data["algorithms"] = tuple(data.get("algorithms", ("SHA-256", "MD5")))
+        return cls(**data)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class KeyServerApp:
+    """ASGI 3 application serving one KeyServer (opened at startup, closed at shutdown).
+
+    Args:
+        config: the server settings.
+        server: an already open KeyServer to serve instead of opening ``config.db``
+            (tests); it is not closed at shutdown.
+    """
+
+    def __init__(self, config: ServerConfig, *, server: KeyServer | None = None) -> None:
+        self.config = config
+        self._server = server
+        self._owns_server = server is None
+        self._auth: DigestAuthenticator | None = None
+        self._open_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"KeyServerApp(open={self.config.open}, realm={self.config.realm!r})"
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _open_sync(self) -> None:
+        if self._server is None:
+            self._server = KeyServer(
+                self.config.db,
+                max_opks_per_device=self.config.max_opks_per_device,
+                lifetime=self.config.lifetime,
+            )
+        if not self.config.open and self._auth is None:
+            assert self.config.realm is not None
+            self._auth = DigestAuthenticator(
+                self._server.storage,
+                self.config.realm,
+                algorithms=self.config.algorithms,
+                nonce_lifetime=self.config.nonce_lifetime,
+            )
+
+    async def startup(self) -> None:
+        """Open the storage (in this process: each worker has its own connections)."""
+        async with self._open_lock:
+            if self._server is None or (not self.config.open and self._auth is None):
+                await asyncio.to_thread(self._open_sync)
+
+    async def shutdown(self) -> None:
+        """Close the storage if we opened it."""
+        if self._owns_server and self._server is not None:
+            server, self._server, self._auth = self._server, None, None
+            await asyncio.to_thread(server.close)
+
+    # ---------------------------------------------------------------- ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 (reported to the server, which exits)
+                    log.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _respond(
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: str = CONTENT_TYPE,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *(extra or []),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.config.max_body
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > limit:
+                        raise _TooLarge
+                except ValueError:
+                    pass
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        path = scope.get("path", "/")
+        text = "text/plain; charset=utf-8"
+        if self._server is None or (not self.config.open and self._auth is None):
+            await self.startup()  # served without a lifespan (some test harnesses)
+        server = self._server
+        assert server is not None
+        if path == "/health" and method in ("GET", "HEAD"):
+            try:
+                await asyncio.to_thread(server.storage.ping)
+            except Exception:  # noqa: BLE001 (any failure means unhealthy)
+                await self._respond(
+                    send, 503, b'{"status":"database unavailable"}\n', "application/json"
+                )
+                return
+            await self._respond(send, 200, b'{"status":"ok"}\n', "application/json")
+            return
+        if method != "POST":
+            await self._respond(send, 405, b"POST only\n", text, [(b"allow", b"POST")])
+            return
+        try:
+            body = await self._read_body(scope, receive)
+        except _TooLarge:
+            await self._respond(
+                send, 413, b"request body too large\n", text, [(b"connection", b"close")]
+            )
+            return
+
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope.get("headers", []):
+            headers.setdefault(name.lower(), value)
+        account: Account | None = None
+        if self._auth is not None:
+            target = scope.get("raw_path") or path.encode("utf-8")
+            uri = target.decode("latin-1")
+            if scope.get("query_string"):
+                uri += "?" + scope["query_string"].decode("latin-1")
+            authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+            auth = self._auth
+            result = await asyncio.to_thread(auth.authenticate, method, uri, authorization)
+            if result.account is None:
+                if authorization:  # a bare first request is the normal start of the handshake
+                    log.info("authentication refused: %s", result.reason)
+                challenge = [
+                    (b"www-authenticate", c.encode()) for c in auth.challenge(result.stale)
+                ]
+                await self._respond(send, 401, b"authentication required\n", text, challenge)
+                return
+            account = result.account
+
+        raw_sender = headers.get(b"x-lime-user-identity") or headers.get(b"from")
+        sender = raw_sender.decode("utf-8", "surrogateescape").strip() if raw_sender else None
+        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
+        status, answer = await asyncio.to_thread(
+            self._process, server, account, sender, body, content_type
+        )
+        if status == 403:
+            await self._respond(send, 403, b"this account does not own that device\n", text)
+            return
+        await self._respond(send, 200, answer)
+
+    def _process(
+        self,
+        server: KeyServer,
+        account: Account | None,
+        sender: str | None,
+        body: bytes,
+        content_type: str | None,
+    ) -> tuple[int, bytes]:
+        """Parse, authorise and answer one request (runs in a worker thread)."""
+        if account is None or len(body) < 3:
+            # Open mode, or nothing to authorise: the core answers everything, errors included.
+            return 200, server.handle(sender, body, content_type)
+        curve = body[2]
+        if content_type is None or content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
+            return 200, server.handle(sender, body, content_type)
+        try:
+            request = parse_request(body)
+        except X3DHParseError as exc:
+            return 200, ErrorMessage(exc.curve, exc.code, str(exc)).to_bytes()
+        if not sender or not is_storable_device_id(sender):
+            return 200, ErrorMessage(
+                curve, ErrorCode.MISSING_SENDER_ID, "no valid sender device id"
+            ).to_bytes()
+        # Fetching bundles needs any account; everything else acts on the sender's own keys.
+        if not isinstance(request, GetPeerBundle) and not DigestAuthenticator.owns(account, sender):
+            log.warning(
+                "account %s@%s refused %s on device %s",
+                account.username,
+                account.realm,
+                type(request).__name__,
+                sender,
+            )
+            return 403, b""
+        try:
+            return 200, server.handle_request(sender, request).to_bytes()
+        except Exception:  # a bug must not become a 500 that lime cannot read
+            log.exception("internal error while answering a key-server request")
+            return 200, ErrorMessage(curve, ErrorCode.SERVER_FAILURE, "internal error").to_bytes()
+
+
+def app_from_environment() -> KeyServerApp:
+    """The app configured by $PYLIME_KEYSERVER_CONFIG (uvicorn's factory for worker processes)."""
+    return KeyServerApp(ServerConfig.from_json(os.environ[ENV_CONFIG]))

@@ -1,0 +1,243 @@
+"""HTTP Digest authentication (RFC 7616, qop=auth, MD5 and SHA-256) and device ownership.
+
+As the production lime-server does, the realm is the SIP domain and the accounts are the SIP
+accounts: a device ``sip:alice@example.org;gr=...`` may only be registered, updated or deleted
+by the account ``alice`` of realm ``example.org``. The account store keeps HA1 values only.
+
+Nonces are stateless to issue (timestamp, random part and an HMAC under a secret shared
+through the database, so any server process accepts any other's nonce) and expire after
+``nonce_lifetime`` seconds. Their use is recorded in the database: each (nonce, nc) is accepted
+once and nc must grow, so a captured request cannot be replayed, even to another process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pylime.keyserver.storage import Account, Storage
+
+__all__ = [
+    "ALGORITHMS",
+    "AuthResult",
+    "DigestAuthenticator",
+    "device_owner",
+    "ha1",
+    "make_account",
+]
+
+ALGORITHMS: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    "MD5": hashlib.md5,
+    "SHA-256": hashlib.sha256,
+}
+
+
+def _h(algorithm: str, data: str) -> str:
+    return ALGORITHMS[algorithm](data.encode("utf-8")).hexdigest()
+
+
+def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """H(username:realm:password) in hex, as RFC 7616 defines it."""
+    return _h(algorithm, f"{username}:{realm}:{password}")
+
+
+def make_account(username: str, realm: str, password: str) -> Account:
+    """An account holding the HA1 of every supported algorithm; the password is not kept."""
+    if not username or ":" in username or not realm or ":" in realm:
+        raise ValueError("username and realm must be non-empty and contain no ':'")
+    return Account(
+        username,
+        realm,
+        ha1("MD5", username, realm, password),
+        ha1("SHA-256", username, realm, password),
+    )
+
+
+def device_owner(device_id: str) -> tuple[str, str] | None:
+    """(user, domain) of a SIP device id such as ``sip:alice@example.org;gr=...``; None otherwise.
+
+    The user part is percent-decoded and case-sensitive; the domain is lower-cased and
+    stripped of a port.
+    """
+    text = device_id.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    scheme, sep, rest = text.partition(":")
+    if not sep or scheme.lower() not in ("sip", "sips"):
+        return None
+    for stop in (";", "?", ">"):
+        rest = rest.split(stop, 1)[0]
+    user, at, host = rest.rpartition("@")
+    if not at or not user or not host:
+        return None
+    user = urllib.parse.unquote(user.split(":", 1)[0])  # drop a (deprecated) password part
+    if host.startswith("["):
+        host = host.split("]", 1)[0] + "]"
+    else:
+        host = host.split(":", 1)[0]
+    return (user, host.lower()) if user and host else None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """The outcome of checking an Authorization header.
+
+    ``account`` is set on success. ``stale`` means the credentials were right but the nonce
+    had expired: the client should simply retry with the fresh challenge. ``reason`` is for
+    logs and never holds a secret.
+    """
+
+    account: Account | None
+    stale: bool = False
+    reason: str = ""
+
+
+def _parse_authorization(header: str) -> dict[str, str] | None:
+    scheme, _, params = header.strip().partition(" ")
+    if scheme.lower() != "digest":
+        return None
+    try:
+        items = urllib.request.parse_http_list(params)
+        fields = urllib.request.parse_keqv_list([i.strip() for i in items if "=" in i])
+    except (ValueError, IndexError):
+        return None
+    return {k.lower(): v for k, v in fields.items()}
+
+
+class DigestAuthenticator:
+    """Issues Digest challenges and checks Authorization headers against the account store.
+
+    Args:
+        storage: where the accounts, the nonce secret and the nonce uses are kept.
+        realm: the SIP domain; only accounts of this realm can authenticate.
+        algorithms: the challenge's algorithms, in order of preference (one header each).
+        nonce_lifetime: seconds a nonce stays valid.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        realm: str,
+        *,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        nonce_lifetime: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        unknown = [a for a in algorithms if a.upper() not in ALGORITHMS]
+        if unknown or not algorithms:
+            raise ValueError(f"supported digest algorithms are {sorted(ALGORITHMS)}")
+        if not realm or '"' in realm or "\\" in realm:
+            raise ValueError("realm must be a domain name")
+        self.storage = storage
+        self.realm = realm
+        self.algorithms = tuple(a.upper() for a in algorithms)
+        self.nonce_lifetime = nonce_lifetime
+        self._clock = clock
+        self._secret = storage.server_secret()
+        # Fixed per database: clients must echo it back unchanged.
+        self._opaque = hmac.new(self._secret, b"opaque", hashlib.sha256).hexdigest()[:32]
+        self._next_purge = 0.0
+
+    def __repr__(self) -> str:
+        return f"DigestAuthenticator(realm={self.realm!r}, algorithms={self.algorithms!r})"
+
+    # ----------------------------------------------------------------- nonces
+
+    def _sign(self, stamp: str, rand: str) -> str:
+        msg = f"{stamp}.{rand}.{self.realm}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:32]
+
+    def new_nonce(self) -> str:
+        """A fresh nonce: issue time, random part, and their HMAC."""
+        stamp = f"{int(self._clock()):x}"
+        rand = secrets.token_hex(12)
+        return f"{stamp}.{rand}.{self._sign(stamp, rand)}"
+
+    def _nonce_age(self, nonce: str) -> float | None:
+        """Seconds since the nonce was issued; None if we did not issue it."""
+        parts = nonce.split(".")
+        if len(parts) != 3:
+            return None
+        stamp, rand, mac = parts
+        if not hmac.compare_digest(mac, self._sign(stamp, rand)):
+            return None
+        try:
+            return self._clock() - int(stamp, 16)
+        except ValueError:
+            return None
+
+    # ----------------------------------------------------------------- challenge
+
+    def challenge(self, stale: bool = False) -> list[str]:
+        """WWW-Authenticate header values: one per algorithm, preferred first, one shared nonce."""
+        nonce = self.new_nonce()
+        return [
+            f'Digest realm="{self.realm}", qop="auth", algorithm={algorithm}, '
+            f'nonce="{nonce}", opaque="{self._opaque}"' + (", stale=true" if stale else "")
+            for algorithm in self.algorithms
+        ]
+
+    # ----------------------------------------------------------------- verification
+
+    def authenticate(self, method: str, uri: str, authorization: str | None) -> AuthResult:
+        """Check an Authorization header for a request with this method and request target."""
+        if not authorization:
+            return AuthResult(None, reason="no credentials")
+        f = _parse_authorization(authorization)
+        if f is None:
+            return AuthResult(None, reason="not a Digest Authorization header")
+        required = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+        if any(k not in f for k in required):
+            return AuthResult(None, reason="incomplete Digest credentials")
+        algorithm = f.get("algorithm", "MD5").upper()
+        if algorithm not in self.algorithms:
+            return AuthResult(None, reason=f"algorithm {algorithm[:20]!r} not offered")
+        if f["realm"] != self.realm:
+            return AuthResult(None, reason="wrong realm")
+        if f["qop"] != "auth":
+            return AuthResult(None, reason="qop must be auth")
+        if f["uri"] != uri:
+            return AuthResult(None, reason="uri does not match the request")
+        if "opaque" in f and not hmac.compare_digest(f["opaque"], self._opaque):
+            return AuthResult(None, reason="wrong opaque")
+        try:
+            nc = int(f["nc"], 16)
+        except ValueError:
+            return AuthResult(None, reason="bad nonce count")
+        if len(f["nc"]) != 8 or nc < 1:
+            return AuthResult(None, reason="bad nonce count")
+        nonce = f["nonce"]
+        age = self._nonce_age(nonce)
+        if age is None:
+            return AuthResult(None, reason="unknown nonce")
+        account = self.storage.get_account(f["username"], self.realm)
+        if account is None:
+            return AuthResult(None, reason="unknown account")
+        stored_ha1 = account.ha1(algorithm)
+        if stored_ha1 is None:
+            return AuthResult(None, reason="no HA1 for this algorithm")
+        ha2 = _h(algorithm, f"{method}:{f['uri']}")
+        expected = _h(algorithm, f"{stored_ha1}:{nonce}:{f['nc']}:{f['cnonce']}:auth:{ha2}")
+        if not hmac.compare_digest(expected, f["response"].lower()):
+            return AuthResult(None, reason="wrong password")
+        if age > self.nonce_lifetime or age < -60:
+            return AuthResult(None, stale=True, reason="nonce expired")
+        now = self._clock()
+        if not self.storage.use_nonce(nonce, nc, now - age + self.nonce_lifetime):
+            return AuthResult(None, reason="replayed nonce count")
+        if now >= self._next_purge:
+            self._next_purge = now + self.nonce_lifetime
+            self.storage.purge_nonces(now)
+        return AuthResult(account)
+
+    @staticmethod
+    def owns(account: Account, device_id: str) -> bool:
+        """Whether the account may act on this device: same user and the realm as its domain."""
+        owner = device_owner(device_id)
+        return owner is not None and owner == (account.username, account.realm.lower())

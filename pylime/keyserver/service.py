@@ -1,0 +1,142 @@
+"""Running the key server: as the ``serve`` command (uvicorn, workers) or in a thread (tests).
+
+uvicorn gives us HTTP/1.1 keep-alive, TLS, worker processes and graceful shutdown: on
+SIGINT/SIGTERM it stops accepting, lets in-flight requests finish (up to
+``graceful_timeout`` seconds), then runs the app's shutdown, which closes the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from pylime.keyserver.app import ENV_CONFIG, KeyServerApp, ServerConfig
+from pylime.keyserver.core import KeyServer
+
+__all__ = ["ServerThread", "serve"]
+
+log = logging.getLogger("pylime.keyserver")
+
+
+def _needs_shared_db(db: str) -> bool:
+    return db in ("", ":memory:")
+
+
+def serve(
+    config: ServerConfig,
+    host: str = "127.0.0.1",
+    port: int = 25519,
+    *,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    log_level: str = "info",
+    graceful_timeout: float = 10.0,
+) -> None:
+    """Serve until interrupted. Without ``tls_cert`` the server speaks plain HTTP.
+
+    Several workers need a database they can share (an SQLite file or PostgreSQL).
+    """
+    if workers > 1 and _needs_shared_db(config.db):
+        raise ValueError("--workers > 1 needs a shared database: an SQLite file or PostgreSQL")
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("give both the TLS certificate and its key")
+    # Worker processes rebuild the app from this variable (see app_from_environment).
+    os.environ[ENV_CONFIG] = config.to_json()
+    uvicorn.run(
+        "pylime.keyserver.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=None if tls_cert is None else os.fspath(tls_cert),
+        ssl_keyfile=None if tls_key is None else os.fspath(tls_key),
+        log_level=log_level,
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(graceful_timeout),
+        # Bound what one client can hold: idle keep-alive sockets and request headers.
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+class ServerThread:
+    """A key server on 127.0.0.1 (port 0 by default) served by uvicorn in a background thread.
+
+    ::
+
+        with ServerThread(ServerConfig(open=True), cert=c, key=k) as s:
+            HttpsTransport(ca_file=c).post(s.url, device, body)
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        server: KeyServer | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+    ) -> None:
+        self.app = KeyServerApp(config, server=server)
+        self.host = host
+        self.tls = cert is not None
+        uv_config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            ssl_certfile=None if cert is None else str(Path(cert)),
+            ssl_keyfile=None if key is None else str(Path(key)),
+            log_level=log_level,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(uv_config)
+        self._thread = threading.Thread(
+            target=self._server.run, name="pylime-keyserver", daemon=True
+        )
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The server's base URL (any path is served)."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/lime-server"
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        """Start serving; return once the socket listens."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the key server did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Shut down gracefully and wait for the thread."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:  # noqa: PYI034 (typing.Self needs 3.11)
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
