@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Transport"]
+from pylime.transport.https import AsyncHttpsTransport, HttpsTransport
+
+__all__ = ["AsyncHttpsTransport", "HttpsTransport", "Transport"]
 
 
 @runtime_checkable
