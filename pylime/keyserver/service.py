@@ -7,12 +7,14 @@ SIGINT/SIGTERM it stops accepting, lets in-flight requests finish (up to
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 
@@ -58,6 +60,7 @@ def serve(
         ssl_certfile=None if tls_cert is None else os.fspath(tls_cert),
         ssl_keyfile=None if tls_key is None else os.fspath(tls_key),
         log_level=log_level,
+        log_config=_log_config(log_level),
         lifespan="on",
         proxy_headers=False,
         server_header=False,
@@ -66,6 +69,17 @@ def serve(
         timeout_keep_alive=30,
         h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup plus our own loggers, so worker processes log them too."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["pylime"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 class ServerThread:

@@ -1,0 +1,44 @@
+"""The ``pylime`` command.
+
+Each command group lives beside the code it drives and is imported only when it is used
+(so ``pylime --help`` starts fast and a missing optional dependency only breaks its own
+group). To add a group, add one line to ``_GROUPS``: name → "module:attribute" of a click
+group or command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+__all__ = ["main"]
+
+_GROUPS: dict[str, str] = {
+    "keyserver": "pylime.keyserver.cli:keyserver",
+}
+
+
+class _LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_GROUPS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _GROUPS:
+            module_name, _, attr = _GROUPS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="pylime")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+def main(verbose: int) -> None:
+    """pylime: Linphone's lime end-to-end encryption (X3DH + Double Ratchet)."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,254 @@
+"""``pylime keyserver``: serve the key server and manage its digest accounts.
+
+Registered by :mod:`pylime.cli`; heavy imports (uvicorn, psycopg) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["keyserver"]
+
+PASSWORD_ENV = "PYLIME_PASSWORD"
+
+_db_option = click.option(
+    "--db",
+    default="keys.sqlite3",
+    show_default=True,
+    metavar="PATH|URL",
+    help="SQLite file, or a postgresql:// URL shared by several servers.",
+)
+
+
+def _open(db: str):  # type: ignore[no-untyped-def]
+    from pylime.keyserver import KeyServer, StorageError
+
+    try:
+        return KeyServer(db)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _split_account(name: str, realm: str | None) -> tuple[str, str]:
+    """``alice --realm example.org`` or ``alice@example.org``."""
+    if realm is None and "@" in name:
+        name, realm = name.rsplit("@", 1)
+    if not realm:
+        raise click.UsageError("give the realm (SIP domain): --realm DOMAIN or USER@DOMAIN")
+    return name, realm
+
+
+@click.group("keyserver")
+def keyserver() -> None:
+    """Run lime's X3DH key server, and manage its accounts."""
+
+
+@keyserver.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=25519, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key.")
+@click.option(
+    "--self-signed",
+    is_flag=True,
+    help="Use (and create if missing) a self-signed certificate in --tls-dir. "
+    "This is the default when no certificate is given.",
+)
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where --self-signed keeps keyserver-cert.pem/keyserver-key.pem "
+    "[default: beside the SQLite file, else the current directory].",
+)
+@click.option("--plain-http", is_flag=True, help="Serve plain HTTP (only behind a TLS proxy).")
+@_db_option
+@click.option("--realm", help="SIP domain: the digest realm and the domain of devices.")
+@click.option("--open", "open_", is_flag=True, help="No authentication (test rigs only).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--lifetime",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds before a registered device is deleted (0 = never).",
+)
+@click.option(
+    "--max-opks",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Most OPks stored per device.",
+)
+@click.option(
+    "--max-body",
+    default=1 << 20,
+    show_default=True,
+    type=click.IntRange(3),
+    help="Largest request body in bytes.",
+)
+@click.option("--nonce-lifetime", default=300.0, show_default=True, type=click.FloatRange(1))
+@click.option(
+    "--digest-algorithm",
+    "algorithms",
+    multiple=True,
+    type=click.Choice(["SHA-256", "MD5"], case_sensitive=False),
+    help="Challenge algorithms in order of preference [default: SHA-256, MD5].",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    host: str,
+    port: int,
+    tls_cert: str | None,
+    tls_key: str | None,
+    self_signed: bool,
+    tls_dir: str | None,
+    plain_http: bool,
+    db: str,
+    realm: str | None,
+    open_: bool,
+    workers: int,
+    lifetime: float,
+    max_opks: int,
+    max_body: int,
+    nonce_lifetime: float,
+    algorithms: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Serve the key server over HTTPS (POST x3dh/octet-stream on any path, GET /health)."""
+    from pylime.keyserver.app import ServerConfig
+    from pylime.keyserver.service import serve as run
+    from pylime.keyserver.tls import certificate_fingerprint, ensure_self_signed
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    chosen = sum((tls_cert is not None, self_signed, plain_http))
+    if chosen > 1:
+        raise click.UsageError("choose one of --tls-cert/--tls-key, --self-signed, --plain-http")
+    if not open_ and not realm:
+        raise click.UsageError("--realm DOMAIN is required unless --open is given")
+    is_pg = db.startswith(("postgresql://", "postgres://"))
+    if workers > 1 and db in ("", ":memory:"):
+        raise click.UsageError("--workers > 1 needs an SQLite file or PostgreSQL (--db)")
+    try:
+        config = ServerConfig(
+            db=db if is_pg or db == ":memory:" else str(Path(db).resolve()),
+            realm=realm,
+            open=open_,
+            max_body=max_body,
+            max_opks_per_device=max_opks,
+            lifetime=lifetime,
+            nonce_lifetime=nonce_lifetime,
+            algorithms=tuple(a.upper() for a in algorithms) or ("SHA-256", "MD5"),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    # Open once here: creates the schema before workers race for it, and fails early.
+    server = _open(config.db)
+    try:
+        if not open_ and not any(r == realm for _, r in server.storage.list_accounts()):
+            click.echo(
+                f"warning: no account in realm {realm!r} yet; add one with "
+                f"`pylime keyserver account add USER --realm {realm} --db ...`",
+                err=True,
+            )
+    finally:
+        server.close()
+
+    if not plain_http and tls_cert is None:
+        if tls_dir is None:
+            tls_dir = str(Path(db).resolve().parent) if not is_pg and db != ":memory:" else "."
+        names = ["localhost", "127.0.0.1"] + (
+            [host] if host not in ("localhost", "127.0.0.1", "0.0.0.0", "::") else []
+        )
+        cert, key = ensure_self_signed(tls_dir, names)
+        tls_cert, tls_key = str(cert), str(key)
+        click.echo(f"self-signed certificate: {cert}", err=True)
+        click.echo(f"  SHA-256 fingerprint {certificate_fingerprint(cert)}", err=True)
+    mode = "without authentication (--open)" if open_ else f"digest realm {realm!r}"
+    scheme = "http" if plain_http else "https"
+    click.echo(f"key server on {scheme}://{host}:{port}/ ({mode}, {workers} worker(s))", err=True)
+    try:
+        run(
+            config,
+            host,
+            port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            workers=workers,
+            log_level=log_level,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@keyserver.group()
+def account() -> None:
+    """Manage the digest accounts (the store keeps HA1 values, never passwords)."""
+
+
+@account.command("add")
+@click.argument("username")
+@click.option("--realm", help="SIP domain (or give USER@DOMAIN).")
+@_db_option
+def account_add(username: str, realm: str | None, db: str) -> None:
+    """Create or update an account. The password comes from $PYLIME_PASSWORD or a prompt."""
+    from pylime.keyserver.auth import make_account
+
+    username, realm = _split_account(username, realm)
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"no terminal to prompt on: set ${PASSWORD_ENV}")
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.UsageError("the password must not be empty")
+    try:
+        acct = make_account(username, realm, password)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    server = _open(db)
+    try:
+        created = server.storage.put_account(acct)
+    finally:
+        server.close()
+    click.echo(f"{'added' if created else 'updated'} {username}@{realm}")
+
+
+@account.command("remove")
+@click.argument("username")
+@click.option("--realm", help="SIP domain (or give USER@DOMAIN).")
+@_db_option
+def account_remove(username: str, realm: str | None, db: str) -> None:
+    """Delete an account (its devices' keys stay until they are deleted or expire)."""
+    username, realm = _split_account(username, realm)
+    server = _open(db)
+    try:
+        removed = server.storage.remove_account(username, realm)
+    finally:
+        server.close()
+    if not removed:
+        raise click.ClickException(f"no account {username}@{realm}")
+    click.echo(f"removed {username}@{realm}")
+
+
+@account.command("list")
+@_db_option
+def account_list(db: str) -> None:
+    """List the accounts as USER@REALM, one per line."""
+    server = _open(db)
+    try:
+        for username, realm in server.storage.list_accounts():
+            click.echo(f"{username}@{realm}")
+    finally:
+        server.close()
