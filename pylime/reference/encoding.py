@@ -38,13 +38,12 @@ from pylime.reference.primitives import SIZES
 from pylime.types import Curve
 
 __all__ = [
-    "DR_PROTOCOL_VERSION",
-    "TAG_SIZE",
     "Ack",
     "Bundle",
     "BundleFlag",
     "DRHeader",
     "DRMessage",
+    "DR_PROTOCOL_VERSION",
     "DeleteUser",
     "DeprecatedRegisterUser",
     "ErrorCode",
@@ -58,6 +57,7 @@ __all__ = [
     "PostSPk",
     "RegisterUser",
     "SelfOPks",
+    "TAG_SIZE",
     "X3DHInit",
     "X3DHParseError",
     "header_size",
@@ -125,7 +125,8 @@ def parse_x3dh_init(data: bytes, curve: Curve) -> X3DHInit:
     spk_id = int.from_bytes(data[pos : pos + 4], "big")
     pos += 4
     opk_id = int.from_bytes(data[pos : pos + 4], "big") if with_opk else None
-    return X3DHInit(curve, ik, ek, spk_id, opk_id, flag=data[0])
+    # keep the raw flag only when it is not the canonical 0/1, so equal inits compare equal
+    return X3DHInit(curve, ik, ek, spk_id, opk_id, flag=None if data[0] in (0, 1) else data[0])
 
 
 @dataclass(frozen=True)

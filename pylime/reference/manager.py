@@ -446,7 +446,7 @@ class ReferenceManager:
         if spk is None:
             raise errors.UnknownOPkError("the X3DH init names a signed prekey this device lacks")
         opk = None
-        with_opk = init.flag == 1
+        with_opk = init.opk_id is not None
         if with_opk:
             assert init.opk_id is not None
             opk = db.get_opk(user.uid, init.opk_id, curve)
