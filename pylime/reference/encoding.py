@@ -38,12 +38,13 @@ from pylime.reference.primitives import SIZES
 from pylime.types import Curve
 
 __all__ = [
+    "DR_PROTOCOL_VERSION",
+    "TAG_SIZE",
     "Ack",
     "Bundle",
     "BundleFlag",
     "DRHeader",
     "DRMessage",
-    "DR_PROTOCOL_VERSION",
     "DeleteUser",
     "DeprecatedRegisterUser",
     "ErrorCode",
@@ -57,7 +58,6 @@ __all__ = [
     "PostSPk",
     "RegisterUser",
     "SelfOPks",
-    "TAG_SIZE",
     "X3DHInit",
     "X3DHParseError",
     "header_size",

@@ -146,7 +146,7 @@ class ReferenceManager:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self) -> ReferenceManager:
+    def __enter__(self) -> ReferenceManager:  # noqa: PYI034 (typing.Self needs 3.11)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -169,7 +169,7 @@ class ReferenceManager:
         try:
             code, answer = self._transport.post(url, user.device_id, body)
             code, answer = int(code), bytes(answer)
-        except Exception as exc:  # noqa: BLE001 - every transport failure becomes TransportError
+        except Exception as exc:
             raise errors.TransportError(
                 f"could not reach the key server at {url}: {type(exc).__name__}"
             ) from exc

@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pylime.types import Curve
 
 __all__ = [
+    "SIZES",
     "CurveSizes",
     "InvalidTag",
-    "SIZES",
     "aead_decrypt",
     "aead_encrypt",
     "dh",

@@ -29,8 +29,8 @@ from pylime.types import Curve
 
 __all__ = [
     "DR_CHAIN_INFO",
-    "MAX_MESSAGE_SKIP",
     "MAX_MESSAGES_RECEIVED_AFTER_SKIP",
+    "MAX_MESSAGE_SKIP",
     "MAX_SENDING_CHAIN",
     "RANDOM_SEED_INFO",
     "Session",
@@ -218,8 +218,8 @@ class Session:
         else:
             stored = lookup(header.dhs, header.ns)
             if stored is not None:
-                dhid, mk = stored
-                plain = self._open(mk, body, ad)
+                dhid, stored_mk = stored
+                plain = self._open(stored_mk, body, ad)
                 self.used_skipped = (dhid, header.ns)
                 self.x3dh_init = None
                 return plain

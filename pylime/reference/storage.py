@@ -19,7 +19,7 @@ from pylime.reference.primitives import SIZES, random_id, wipe
 from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
 from pylime.types import Curve, PeerStatus
 
-__all__ = ["DB_USER_VERSION", "Db", "LocalUser", "SCHEMA"]
+__all__ = ["DB_USER_VERSION", "SCHEMA", "Db", "LocalUser"]
 
 DB_USER_VERSION = 0x000001
 INACTIVE_USER_BIT = 0x0100
@@ -33,8 +33,10 @@ OPK_LIMBO_DAYS = 37
 _T = " \t\t\t\t"
 # In the order lime creates them (db_module_version first, then lime's tables).
 SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS db_module_version(name VARCHAR(16) PRIMARY KEY,"
-    "version UNSIGNED INTEGER NOT NULL)",
+    (
+        "CREATE TABLE IF NOT EXISTS db_module_version(name VARCHAR(16) PRIMARY KEY,"
+        "version UNSIGNED INTEGER NOT NULL)"
+    ),
     "CREATE TABLE DR_sessions(" + _T + "Did INTEGER NOT NULL DEFAULT 0," + _T
     + "Uid INTEGER NOT NULL DEFAULT 0," + _T
     + "sessionId INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL," + _T

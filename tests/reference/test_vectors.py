@@ -64,7 +64,7 @@ def test_liblime_spk_signature_and_keys(path: pathlib.Path) -> None:
     assert isinstance(msg, encoding.RegisterUser)
     ik = bytes.fromhex(v["receiver"]["ik"])
     assert msg.ik == ik[: s.ed_pub] == ed_public(curve, ik[s.ed_pub:])
-    active = [k for k in v["receiver"]["spks"] if k["status"] == 1][0]
+    active = next(k for k in v["receiver"]["spks"] if k["status"] == 1)
     assert msg.spk == bytes.fromhex(active["key"])[: s.x_pub] and msg.spk_id == active["id"]
     assert ed_verify(curve, msg.ik, msg.spk, msg.spk_sig)
     assert not ed_verify(curve, msg.ik, msg.spk[::-1], msg.spk_sig)
@@ -79,7 +79,7 @@ def test_reference_decrypts_liblime_vectors(tmp_path: pathlib.Path, path: pathli
     with ReferenceManager(db_path, transport=NoServer()) as bob:
         for i in v["decrypt_order"]:
             m = v["messages"][i]
-            status, plain = bob.decrypt(v["receiver_device_id"], m["recipient_user_id"],
+            _status, plain = bob.decrypt(v["receiver_device_id"], m["recipient_user_id"],
                                         v["sender_device_id"], bytes.fromhex(m["dr_message"]),
                                         bytes.fromhex(m["cipher_message"]))
             assert plain.hex() == m["plaintext"], f"message {i}"
