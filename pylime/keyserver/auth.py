@@ -28,6 +28,7 @@ __all__ = [
     "AuthResult",
     "DigestAuthenticator",
     "device_owner",
+    "digest_response",
     "ha1",
     "make_account",
 ]
@@ -45,6 +46,14 @@ def _h(algorithm: str, data: str) -> str:
 def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
     """H(username:realm:password) in hex, as RFC 7616 defines it."""
     return _h(algorithm, f"{username}:{realm}:{password}")
+
+
+def digest_response(
+    algorithm: str, ha1_hex: str, nonce: str, nc: str, cnonce: str, method: str, uri: str
+) -> str:
+    """The ``response`` value of RFC 7616 §3.4.1 for qop=auth."""
+    ha2 = _h(algorithm, f"{method}:{uri}")
+    return _h(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
 
 
 def make_account(username: str, realm: str, password: str) -> Account:
@@ -222,8 +231,9 @@ class DigestAuthenticator:
         stored_ha1 = account.ha1(algorithm)
         if stored_ha1 is None:
             return AuthResult(None, reason="no HA1 for this algorithm")
-        ha2 = _h(algorithm, f"{method}:{f['uri']}")
-        expected = _h(algorithm, f"{stored_ha1}:{nonce}:{f['nc']}:{f['cnonce']}:auth:{ha2}")
+        expected = digest_response(
+            algorithm, stored_ha1, nonce, f["nc"], f["cnonce"], method, f["uri"]
+        )
         if not hmac.compare_digest(expected, f["response"].lower()):
             return AuthResult(None, reason="wrong password")
         if age > self.nonce_lifetime or age < -60:

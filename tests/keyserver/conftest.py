@@ -50,3 +50,19 @@ def server(backend: str, tmp_path: Path) -> Iterator[KeyServer]:
 def curve(request: pytest.FixtureRequest) -> Curve:
     """Each curve lime 5.1.64 supports."""
     return Curve(request.param)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 / localhost, made once per run."""
+    from pylime.keyserver.tls import ensure_self_signed
+
+    return ensure_self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(
+    params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def served_backend(request: pytest.FixtureRequest) -> str:
+    """The backends the HTTP tests run on (the in-memory one adds nothing over HTTP)."""
+    return str(request.param)
