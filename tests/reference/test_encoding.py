@@ -89,4 +89,14 @@ def test_key_server_codec_is_re_exported() -> None:
 
     assert encoding.parse_request is protocol.parse_request
     assert encoding.PeerBundle is protocol.PeerBundle
-    assert encoding.__all__ == sorted(encoding.__all__)
+    # sorted the way ruff's RUF022 keeps it: constants first, then the rest alphabetically
+    assert encoding.__all__ == sorted(encoding.__all__, key=lambda n: (not n.isupper(), n))
+    assert all(hasattr(encoding, name) for name in encoding.__all__)
+
+
+def test_reference_package_exports() -> None:
+    """pylime.reference exports ReferenceManager, and its __all__ is sorted and complete."""
+    import pylime.reference as ref
+
+    assert ref.__all__ == ["ReferenceManager"]
+    assert ref.ReferenceManager.__module__ == "pylime.reference.manager"
