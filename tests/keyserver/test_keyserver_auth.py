@@ -22,13 +22,13 @@ URI = "/lime-server/lime-server.php"
 
 def test_rfc7616_example_md5_and_sha256() -> None:
     """The response values of RFC 7616 §3.9.1 are reproduced for MD5 and SHA-256."""
-    args = dict(
-        nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
-        nc="00000001",
-        cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
-        method="GET",
-        uri="/dir/index.html",
-    )
+    args = {
+        "nonce": "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+        "nc": "00000001",
+        "cnonce": "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        "method": "GET",
+        "uri": "/dir/index.html",
+    }
     md5 = ha1("MD5", "Mufasa", "http-auth@example.org", "Circle of Life")
     sha = ha1("SHA-256", "Mufasa", "http-auth@example.org", "Circle of Life")
     assert digest_response("MD5", md5, **args) == "8ca523f5e9506fed4657c9700eebdbec"

@@ -167,9 +167,9 @@ def test_open_mode_needs_no_credentials(tmp_path: Path, tls_files: tuple[Path, P
         ServerThread(
             ServerConfig(open=True), server=server, cert=tls_files[0], key=tls_files[1]
         ) as thread,
+        HttpsTransport(ca_file=tls_files[0]) as t,
     ):
-        with HttpsTransport(ca_file=tls_files[0]) as t:
-            assert t.post(thread.url, BOB, Device(BOB, Curve.C448).register()) == (200, hdr(9, 2))
+        assert t.post(thread.url, BOB, Device(BOB, Curve.C448).register()) == (200, hdr(9, 2))
 
 
 # ------------------------------------------------------------------ authorisation
@@ -320,9 +320,11 @@ def test_unreachable_server_raises_transport_error(tls_files: tuple[Path, Path])
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    with HttpsTransport(ca_file=tls_files[0], timeout=2) as t:
-        with pytest.raises(TransportError) as info:
-            t.post(f"https://127.0.0.1:{port}/", ALICE, hdr(0x07, 1))
+    with (
+        HttpsTransport(ca_file=tls_files[0], timeout=2) as t,
+        pytest.raises(TransportError) as info,
+    ):
+        t.post(f"https://127.0.0.1:{port}/", ALICE, hdr(0x07, 1))
     assert isinstance(info.value.__cause__, httpx.HTTPError)
 
 
