@@ -1,0 +1,198 @@
+"""Several server processes on one database: `pylime keyserver serve` as operators run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from ks_pg import fresh_pg_storage
+from ks_wire import Device, get_bundles
+
+from pylime.keyserver import KeyServer
+from pylime.keyserver.auth import make_account
+from pylime.keyserver.protocol import PeerBundle, parse_response
+from pylime.transport import HttpsTransport
+from pylime.types import Curve
+
+REALM = "example.org"
+ALICE = "sip:alice@example.org;gr=urn:uuid:00000000-0000-4000-8000-00000000000a"
+BOB = "sip:bob@example.org;gr=urn:uuid:00000000-0000-4000-8000-00000000000b"
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def _wait_healthy(url: str, cert: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if cert.is_file():
+                ctx = ssl.create_default_context(cafile=str(cert))
+                if httpx.get(url + "/health", verify=ctx, timeout=1).status_code == 200:
+                    return
+        except (httpx.HTTPError, ssl.SSLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not become healthy")
+
+
+def start_server(db: str, tls_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m pylime keyserver serve` on a free port; returns (process, base URL)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pylime",
+            "keyserver",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--realm",
+            REALM,
+            "--self-signed",
+            "--tls-dir",
+            str(tls_dir),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"https://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, tls_dir / "keyserver-cert.pem", proc)
+    except RuntimeError:
+        proc.kill()
+        raise RuntimeError(proc.communicate(timeout=10)[1].decode(errors="replace")) from None
+    return proc, url
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as a service manager would; returns the exit code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+
+
+@pytest.fixture(params=["sqlite-file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database name two server processes can share, with alice's and bob's accounts."""
+    if request.param == "postgres":
+        storage = fresh_pg_storage()
+        from ks_pg import require_pg_url
+
+        db = require_pg_url()
+        server = KeyServer(storage)
+    else:
+        db = str(tmp_path / "shared.sqlite3")
+        server = KeyServer(db)
+    for user in ("alice", "bob"):
+        server.storage.put_account(make_account(user, REALM, f"{user}-pw"))
+    server.handle(ALICE, Device(ALICE, Curve.C25519).register(range(100)))
+    server.close()
+    yield db
+
+
+def test_two_server_processes_hand_out_each_opk_once(shared_db: str, tmp_path: Path) -> None:
+    """16 clients spread over 2 server processes on one database get the 100 OPks exactly once."""
+    tls = tmp_path / "tls"
+    p1, url1 = start_server(shared_db, tls)
+    p2, url2 = start_server(shared_db, tls)
+    cert = tls / "keyserver-cert.pem"
+    handed: list[int] = []
+    flag0 = [0]
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def fetch(url: str) -> None:
+        try:
+            with HttpsTransport(ca_file=cert, username="bob", password="bob-pw") as t:
+                barrier.wait(timeout=20)
+                for _ in range(8):
+                    status, body = t.post(url + "/lime", BOB, get_bundles(1, ALICE))
+                    assert status == 200, status
+                    answer = parse_response(body)
+                    assert isinstance(answer, PeerBundle)
+                    with lock:
+                        if answer.bundles[0].opk is None:
+                            flag0[0] += 1
+                        else:
+                            handed.append(answer.bundles[0].opk.id)
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+            failures.append(exc)
+
+    try:
+        threads = [
+            threading.Thread(target=fetch, args=(url1 if n % 2 else url2,)) for n in range(16)
+        ]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=90)
+    finally:
+        codes = [stop_server(p1), stop_server(p2)]
+    assert not failures, failures[:3]
+    assert sorted(handed) == list(range(100)) and flag0[0] == 28
+    # Graceful shutdown on SIGTERM; uvicorn re-raises the signal once done, hence -SIGTERM.
+    assert set(codes) <= {0, -signal.SIGTERM}
+
+
+def test_database_file_permissions_via_cli(tmp_path: Path) -> None:
+    """`account add` creates the SQLite file owner-only and takes the password from the environment."""
+    db = tmp_path / "k.sqlite3"
+    env = {**os.environ, "PYLIME_PASSWORD": "s3cret-pw"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pylime",
+            "keyserver",
+            "account",
+            "add",
+            "carol@example.org",
+            "--db",
+            str(db),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "added carol@example.org" in out.stdout
+    assert (db.stat().st_mode & 0o777) == 0o600
+    listing = subprocess.run(
+        [sys.executable, "-m", "pylime", "keyserver", "account", "list", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert listing.stdout == "carol@example.org\n"
+    assert b"s3cret-pw" not in db.read_bytes()
