@@ -235,7 +235,8 @@ def decrypt_message(
         headers: the SIP headers (names case-insensitive): ``Content-Type``, optional
             ``Content-Encoding`` and, unless ``room`` is given, ``From`` — the conversation
             address, as the conference server sends it.
-        room: the conversation address, when it is not the ``From`` header.
+        room: the conversation address, when it is not the ``From`` header — for a direct
+            message (no conference server) pass the ``room_or_peer`` the sender used.
         allow_unsafe: accept messages from devices marked unsafe.
 
     Raises:

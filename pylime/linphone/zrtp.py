@@ -318,6 +318,9 @@ def apply_sas_verdict(
 
     Returns:
         The peer device's status afterwards.
+
+    On a mismatch Linphone also clears the ZRTP cache's "SAS verified" flag
+    (``ms_zrtp_sas_reset_verified``); a ZRTP stack driving this should do the same.
     """
     peer = normalize_device_id(peer_contact)
     keys = peer_identity_keys(peer_keys, curve) if isinstance(peer_keys, SdpIdentity) else list(peer_keys)
