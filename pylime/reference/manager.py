@@ -119,13 +119,13 @@ class ReferenceManager:
     Thread safety: every public method holds one lock, so threads may share an instance.
     """
 
-    def __init__(self, path: StrPath, transport: Transport) -> None:
+    def __init__(self, path: StrPath, transport: Transport, *, _db: Db | None = None) -> None:
         if not callable(getattr(transport, "post", None)):
             raise TypeError("transport must have a post(url, sender, body) method")
         self._path = os.fspath(path)
         self._transport = transport
         self._lock = threading.RLock()
-        self._db: Db | None = Db(self._path)
+        self._db: Db | None = _db if _db is not None else Db(self._path)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -609,26 +609,36 @@ class ReferenceManager:
         else:
             prefix = _dev(ruid) + _dev(sender) + _dev(user.device_id)
         reasons: list[errors.DecryptionError] = []
+        # Reasons given by a session the message belongs to (same peer ratchet key, or a
+        # chain of skipped keys for it) explain a failure better than any other attempt.
+        owned: list[errors.DecryptionError] = []
+        try:
+            header, _ = encoding.parse_dr_header(dr, user.curve)
+        except errors.MalformedMessageError:
+            header = None
         for session in db.sessions_with(user.uid, sender, user.curve):
+            mine = header is not None and (
+                header.dhs == session.dhr or db.has_chain(session.session_id, header.dhs))
+            before = len(reasons)
             payload = self._try(db, session, dr, prefix, direct, reasons)
             if payload is not None:
                 return DecryptResult(status, self._finish(user, ruid, sender, payload, cipher))
-        try:
-            header, _ = encoding.parse_dr_header(dr, user.curve)
-        except errors.MalformedMessageError as exc:
-            reasons.append(exc)
-            raise _best(reasons) from None
+            if mine:
+                owned += reasons[before:]
+        if header is None:
+            raise errors.MalformedMessageError("the DR message header is malformed")
         if header.x3dh_init is None:
-            raise _best(reasons)
+            raise _best(owned or reasons)
+        # lime still tries a fresh X3DH session here, even when a session owns the message
         with db.transaction():
             try:
                 session = self._x3dh_respond(db, user, sender, header.x3dh_init)
             except errors.DecryptionError as exc:
                 reasons.append(exc)
-                raise _best(reasons) from None
+                raise _best(owned or reasons) from None
             payload = self._try(db, session, dr, prefix, direct, reasons)
         if payload is None:
-            raise _best(reasons)
+            raise _best(owned or reasons)
         return DecryptResult(status, self._finish(user, ruid, sender, payload, cipher))
 
     @staticmethod

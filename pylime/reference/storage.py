@@ -90,11 +90,13 @@ class LocalUser:
 class Db:
     """One connection to a lime database, with the schema created or checked on open."""
 
-    def __init__(self, path: str) -> None:
-        if path != ":memory:" and not os.path.exists(path):
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-            os.close(fd)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    def __init__(self, path: str, conn: sqlite3.Connection | None = None) -> None:
+        if conn is None:
+            if path != ":memory:" and not os.path.exists(path):
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+                os.close(fd)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn = conn
         self.lock = threading.RLock()
         self.conn.execute("PRAGMA foreign_keys = ON;")
         self._depth = 0
@@ -115,6 +117,17 @@ class Db:
                     "UPDATE db_module_version SET version = ? WHERE name='lime'",
                     (DB_USER_VERSION,),
                 )
+
+    @classmethod
+    def snapshot(cls, path: str) -> Db:
+        """An in-memory copy of the database at ``path``: reads it, never writes it."""
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            source.backup(copy)
+        finally:
+            source.close()
+        return cls(":memory:", copy)
 
     def close(self) -> None:
         """Close the connection."""

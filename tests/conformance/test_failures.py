@@ -117,3 +117,20 @@ def test_failed_decryption_changes_nothing(net: Net, sender: str) -> None:
             except errors.DecryptionError:
                 pass
         assert b.open(b.user, a, out).plaintext == b"genuine"
+
+
+@pytest.mark.parametrize("sender", ["lime", "ref"])
+def test_replayed_x3dh_message_without_opk(net: Net, sender: str) -> None:
+    """A replayed first message without OPk decrypts again on both: lime builds a new session."""
+    results = {}
+    for kind in ("lime", "ref"):
+        a = net.dev("alice" + kind, sender)
+        b = net.dev("bob" + kind, kind, opk_batch=0)
+        dr = a.send(b.user, [b], b"no opk").recipients[0].dr_message
+        assert dr[3] == 0
+        b.manager.decrypt(b.device_id, b.user, a.device_id, dr)
+        try:
+            results[kind] = b.manager.decrypt(b.device_id, b.user, a.device_id, dr).plaintext
+        except errors.DecryptionError as exc:
+            results[kind] = type(exc).__name__
+    assert results == {"lime": b"no opk", "ref": b"no opk"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pylime.errors import DecryptionError
-from pylime.types import Policy, PeerStatus
+from pylime.types import PeerStatus, Policy
 
 from .conftest import Net
 

@@ -98,5 +98,5 @@ def test_reference_package_exports() -> None:
     """pylime.reference exports ReferenceManager, and its __all__ is sorted and complete."""
     import pylime.reference as ref
 
-    assert ref.__all__ == ["ReferenceManager"]
+    assert ref.__all__ == ["ReferenceManager", "diagnose"]
     assert ref.ReferenceManager.__module__ == "pylime.reference.manager"
