@@ -29,6 +29,7 @@ from pylime.linphone import (
     SdpIdentity,
     SecurityEvents,
     SecurityLevel,
+    SecurityLevelDowngraded,
     UnsafeConversationError,
     apply_sas_verdict,
     aux_secret,
@@ -37,8 +38,12 @@ from pylime.linphone import (
     conversation_security_level,
     decrypt_message,
     encrypt_message,
+    fingerprint,
     parse_envelope,
+    parse_qr_payload,
+    qr_payload,
     recipient_user_id,
+    trust_scanned,
 )
 from pylime.linphone.zrtp import aux_secret_id, check_aux_secret
 from tests.conftest import SERVER_URL
@@ -210,3 +215,36 @@ def test_man_in_the_middle_is_detected_then_cleared_by_a_genuine_verification(wo
     finally:
         mallory.close()
         mallory_server.close()
+
+
+def test_scanning_a_peers_qr_code_makes_the_conversation_safe(world):
+    """Alice scans Bob's QR and Bob scans Alice's: both devices TRUSTED, the conversation Safe."""
+    alice, bob = world.device("alice"), world.device("bob")
+    out = encrypt_message(alice.manager, alice.device_id, ROOM, [bob.device_id], "hi")
+    decrypt_message(bob.manager, bob.device_id, out.body.body, _received(out))
+    for me, peer in ((alice, bob), (bob, alice)):
+        key = peer.manager.identity_key(peer.device_id)
+        payload = qr_payload(peer.device_id, key, world.curve)
+        assert parse_qr_payload(payload).fingerprint == fingerprint(key, world.curve)
+        assert trust_scanned(me.manager, payload) is PeerStatus.TRUSTED
+        level = conversation_security_level(me.manager, me.device_id, [peer.device_id])
+        assert level is SecurityLevel.SAFE
+
+
+def test_refusing_the_sas_downgrades_a_trusted_peer_and_never_clears_unsafe(world):
+    """Refused SAS: TRUSTED → UNTRUSTED with a downgrade event; UNSAFE stays UNSAFE (lime's rule)."""
+    alice, bob = world.device("alice"), world.device("bob")
+    key = IdentityKey(int(world.curve), bob.manager.identity_key(bob.device_id))
+    events = SecurityEvents()
+    apply_sas_verdict(alice.manager, bob.device_id, verified=True,
+                      aux_status=AuxSecretStatus.MATCH, peer_keys=[key], curve=world.curve)
+    with events.recording(SecurityLevelDowngraded) as seen:
+        status = apply_sas_verdict(alice.manager, bob.device_id, verified=False,
+                                   aux_status=AuxSecretStatus.MATCH, peer_keys=[key],
+                                   curve=world.curve, events=events)
+    assert status is PeerStatus.UNTRUSTED and len(seen) == 1
+    apply_sas_verdict(alice.manager, bob.device_id, verified=True,
+                      aux_status=AuxSecretStatus.MISMATCH, peer_keys=[key], curve=world.curve)
+    status = apply_sas_verdict(alice.manager, bob.device_id, verified=False,
+                               aux_status=AuxSecretStatus.MATCH, peer_keys=[key], curve=world.curve)
+    assert status is PeerStatus.UNSAFE
