@@ -51,13 +51,47 @@ def _flags() -> tuple[list[str], list[str], list[str], list[str]]:
 ffibuilder = FFI()
 ffibuilder.cdef((HERE / "pylime" / "_lime_cdef.h").read_text())
 _include_dirs, _library_dirs, _libraries, _extra = _flags()
+# Our C shim: bctoolbox (lime's logging library, a dependency of liblime) hands log
+# records as printf format + va_list, which Python cannot take; format them here and pass
+# the text to the extern "Python+C" sink. bctoolbox ships no headers in Debian's runtime
+# package, so its two entry points are declared here (bctoolbox 5.1 logging.h).
+C_SOURCE = r"""
+#include <stdarg.h>
+#include <stdio.h>
+#include <lime/lime_ffi.h>
+
+typedef void (*pylime_bctbx_log_func)(const char *domain, int level, const char *fmt,
+                                      va_list args);
+void bctbx_set_log_handler(pylime_bctbx_log_func func);
+void bctbx_set_log_level_mask(const char *domain, int levelmask);
+
+void _pylime_log(const char *domain, int level, const char *message)
+    __attribute__((visibility("hidden")));
+
+static void pylime_log_handler(const char *domain, int level, const char *fmt, va_list args)
+{
+    char text[4096];
+    vsnprintf(text, sizeof text, fmt, args);
+    _pylime_log(domain ? domain : "", level, text);
+}
+
+static void pylime_route_logs(int level_mask)
+{
+    bctbx_set_log_handler(pylime_log_handler);
+    bctbx_set_log_level_mask(NULL, level_mask);
+    bctbx_set_log_level_mask("lime", level_mask);
+}
+"""
+
 ffibuilder.set_source(
     "pylime._lime",
-    "#include <lime/lime_ffi.h>",
+    C_SOURCE,
     include_dirs=_include_dirs,
     library_dirs=_library_dirs,
     libraries=_libraries,
     extra_compile_args=_extra,
+    # bctoolbox comes with liblime; Debian ships only its runtime .so.1 (no dev symlink).
+    extra_link_args=["-l:libbctoolbox.so.1"],
 )
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from pylime.errors import (
     DecryptionError,
     EncryptionError,
@@ -19,6 +21,9 @@ from pylime.errors import (
 )
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.types import Curve, PeerStatus, Policy
+
+# A library logs, the application decides where logs go.
+logging.getLogger("pylime").addHandler(logging.NullHandler())
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -17,6 +17,11 @@ from typing import Any
 from pylime._lime import ffi, lib
 
 log = logging.getLogger("pylime")
+lime_log = logging.getLogger("pylime.lime")
+
+# bctoolbox's levels (a bit mask) -> Python's.
+_BCTBX_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 4: logging.INFO, 8: logging.WARNING,
+                 16: logging.ERROR, 32: logging.CRITICAL}
 
 _SUCCESS = lib.lime_ffi_CallbackReturn_success
 
@@ -101,7 +106,46 @@ def _pylime_post(userdata: Any, lime_data: Any, url: Any, sender: Any, message: 
 def _pylime_status(userdata: Any, status: int, message: Any) -> None:
     """An operation finished: record its status for the driver."""
     try:
+        if status == _SUCCESS:  # lime's message only explains failures
+            ffi.from_handle(userdata).complete(True, "")
+            return
         text = ffi.string(message).decode("utf-8", "replace") if message != ffi.NULL else ""
-        ffi.from_handle(userdata).complete(status == _SUCCESS, text)
+        ffi.from_handle(userdata).complete(False, text)
     except BaseException:  # noqa: BLE001 - nothing may cross into C
         log.exception("pylime: could not record an operation status")
+
+
+@ffi.def_extern()
+def _pylime_log(domain: Any, level: int, message: Any) -> None:
+    """A log record from lime (through the C shim): forward it to logger ``pylime.lime``.
+
+    lime appends a C++ backtrace to some records: the first line is logged at lime's level,
+    the backtrace at DEBUG. lime logs device ids and public keys, never private keys or
+    plaintexts.
+    """
+    try:
+        text = ffi.string(message).decode("utf-8", "replace")
+        first, _, rest = text.partition("\n")
+        python_level = _BCTBX_LEVELS.get(level, logging.WARNING)
+        source = ffi.string(domain).decode("ascii", "replace") or "bctbx"
+        lime_log.log(python_level, "%s: %s", source, first.strip())
+        if rest.strip() and lime_log.isEnabledFor(logging.DEBUG):
+            lime_log.debug("%s: %s", source, rest.rstrip())
+    except BaseException:  # noqa: BLE001 - nothing may cross into C
+        pass
+
+
+def route_lime_logs(level: int = logging.WARNING) -> None:
+    """Send lime's log records at ``level`` and above to the ``pylime.lime`` logger.
+
+    lime prints to stdout by default; pylime routes its records into Python's logging as
+    soon as the binding is imported. Records below ``level`` are dropped in C.
+    """
+    mask = 0
+    for bit, python_level in _BCTBX_LEVELS.items():
+        if python_level >= level:
+            mask |= bit
+    lib.pylime_route_logs(mask)
+
+
+route_lime_logs()

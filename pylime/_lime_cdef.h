@@ -110,3 +110,8 @@ extern "Python" void _pylime_post(void *userData, lime_ffi_data_t limeData, cons
                                   const size_t message_size);
 extern "Python" void _pylime_status(void *userData, const enum lime_ffi_CallbackReturn status,
                                     const char *message);
+
+/* lime logs through bctoolbox (to stdout by default). build_ffi.py's C shim formats each
+ * record and hands it to this sink, which forwards it to Python's logging. */
+extern "Python+C" void _pylime_log(const char *domain, int level, const char *message);
+void pylime_route_logs(int level_mask);

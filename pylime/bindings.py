@@ -9,6 +9,7 @@ this module in pyproject.toml for that reason).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NoReturn
 
 from pylime import errors
@@ -99,8 +100,9 @@ def is_user(manager: Any, device_id: bytes) -> int:
     return lib.lime_ffi_is_user(manager, device_id)
 
 
+@functools.lru_cache(maxsize=4096)
 def encrypt_out_buffers_maximum_size(plain_size: int, curve: int) -> tuple[int, int]:
-    """lime's own upper bounds for one DR message and the cipher message."""
+    """lime's own upper bounds for one DR message and the cipher message (cached: pure)."""
     dr = ffi.new("size_t *")
     cipher = ffi.new("size_t *")
     check(lib.lime_ffi_encryptOutBuffersMaximumSize(plain_size, curve, dr, cipher),

@@ -30,6 +30,7 @@ _ffi, _lib = _b.ffi, _b.lib
 _SUCCESS = _lib.LIME_FFI_SUCCESS
 _FAIL = int(PeerStatus.FAIL)
 _PEER_STATUS = {int(s): s for s in PeerStatus}
+_POLICIES = {p: int(p) for p in Policy}
 # A cipher or DR buffer sized for curve448 fits curve25519 too: one size for both curves.
 _SIZING_CURVE = int(Curve.C448)
 # Public identity key sizes: Ed25519, Ed448.
@@ -185,6 +186,8 @@ class Manager:
         """
         queue = self._state.queue
         problems: list[errors.KeyServerError] = []
+        if not queue and not ORPHANS:  # the common case: lime needed no key server
+            return problems
         interrupt: BaseException | None = None
         while queue:
             request: Request = queue.popleft()
@@ -374,7 +377,9 @@ class Manager:
         if not ids:
             raise ValueError("recipients must not be empty")
         plain = bytes(plaintext)
-        policy = Policy(policy)
+        c_policy = _POLICIES.get(policy)
+        if c_policy is None:
+            raise ValueError(f"{policy!r} is not a Policy")
         count = len(ids)
         dr_size, cipher_size = _b.encrypt_out_buffers_maximum_size(len(plain), _SIZING_CURVE)
         c_ids = [_ffi.new("char[]", i) for i in ids]
@@ -406,7 +411,7 @@ class Manager:
             # lime writes into these when it calls back, possibly after encrypt returned.
             call.op.keepalive = (c_ids, c_recipients, c_dr, c_cipher, c_cipher_size, plain)
             rc = _b.encrypt(ptr, dev, ruid, c_recipients, count, plain, c_cipher,
-                            c_cipher_size, call.op.handle, int(policy))
+                            c_cipher_size, call.op.handle, c_policy)
             if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
                 rc = _lib.LIME_FFI_USER_NOT_FOUND
             return self._run(call, rc)  # type: ignore[no-any-return]

@@ -1,11 +1,11 @@
 """What encrypt and decrypt return; shared by Manager and ReferenceManager.
 
-Plain Python, nothing compiled. Reprs show sizes, never plaintexts.
+Plain Python, nothing compiled. Immutable named tuples (cheap to build on the hot path);
+reprs show sizes, never plaintexts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from pylime.types import PeerStatus
@@ -13,8 +13,7 @@ from pylime.types import PeerStatus
 __all__ = ["DecryptResult", "EncryptResult", "RecipientResult"]
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientResult:
+class RecipientResult(NamedTuple):
     """One recipient device of an encryption: its status and its Double Ratchet message.
 
     ``status`` is what lime knew of the device before this call (UNKNOWN on first contact),
@@ -30,8 +29,7 @@ class RecipientResult:
                 f"dr_message=<{len(self.dr_message)} bytes>)")
 
 
-@dataclass(frozen=True, slots=True)
-class EncryptResult:
+class EncryptResult(NamedTuple):
     """The output of one encryption.
 
     ``cipher_message`` is shared by all recipients; it is ``b""`` when the policy put the

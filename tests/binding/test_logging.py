@@ -1,0 +1,45 @@
+"""lime's own log records go to Python's logging, never to stdout."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pylime import DecryptionError
+
+
+def test_lime_records_reach_the_pylime_lime_logger(lime_world, caplog):
+    """A failed decrypt's explanation from lime arrives as a pylime.lime record."""
+    alice, bob = lime_world.device("alice"), lime_world.device("bob")
+    with caplog.at_level(logging.WARNING, logger="pylime.lime"):
+        with pytest.raises(DecryptionError):
+            bob.decrypt(bob.user, alice, bytes([1, 3, lime_world.curve]) + bytes(120))
+    records = [r for r in caplog.records if r.name == "pylime.lime"]
+    assert records and all("\n" not in r.getMessage() for r in records)
+
+
+def test_lime_prints_nothing_on_stdout_or_stderr(tmp_path):
+    """A process that makes lime complain keeps stdout and stderr clean."""
+    script = textwrap.dedent(f"""
+        from pylime import Manager, Curve, DecryptionError
+        from pylime.keyserver import KeyServer
+        with KeyServer() as ks, Manager({str(tmp_path / "a.sqlite3")!r}, ks) as m:
+            m.create_user("sip:a@example.org;gr=1", "https://k", Curve.C25519)
+            try:
+                m.create_user("sip:a@example.org;gr=1", "https://k", Curve.C25519)
+            except Exception:
+                pass
+            try:
+                m.decrypt("sip:a@example.org;gr=1", "sip:a@example.org", "sip:b;gr=2",
+                          b"\\x01\\x03\\x01" + bytes(100))
+            except DecryptionError:
+                pass
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
