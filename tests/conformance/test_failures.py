@@ -134,3 +134,15 @@ def test_replayed_x3dh_message_without_opk(net: Net, sender: str) -> None:
         except errors.DecryptionError as exc:
             results[kind] = type(exc).__name__
     assert results == {"lime": b"no opk", "ref": b"no opk"}
+
+
+@pytest.mark.parametrize("sender", ["lime", "ref"])
+def test_bytes_between_seed_and_tag_are_ignored(net: Net, sender: str) -> None:
+    """In cipher-message mode lime reads a 32-byte seed and the last 16 bytes; both accept padding."""
+    for kind in ("lime", "ref"):
+        a, b = net.dev("alice" + kind, sender), net.dev("bob" + kind, kind)
+        out = a.send(b.user, [b], b"hello world", Policy.CIPHER_MESSAGE)
+        dr = out.recipients[0].dr_message
+        padded = dr[:-16] + b"PADDING" + dr[-16:]
+        got = b.manager.decrypt(b.device_id, b.user, a.device_id, padded, out.cipher_message)
+        assert got.plaintext == b"hello world"
