@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # ks_wire, ks_pg helpers
 
-from ks_pg import fresh_pg_storage
+from ks_servers import make_server
 
 from pylime.keyserver import KeyServer
 from pylime.types import Curve
@@ -22,27 +22,16 @@ BACKENDS = [
 ]
 
 
-def make_server(backend: str, tmp_path: Path, **kwargs: object) -> KeyServer:
-    """A fresh KeyServer on the named backend."""
-    if backend == "sqlite-memory":
-        return KeyServer(**kwargs)  # type: ignore[arg-type]
-    if backend == "sqlite-file":
-        return KeyServer(tmp_path / "keys.sqlite3", **kwargs)  # type: ignore[arg-type]
-    if backend == "postgres":
-        return KeyServer(fresh_pg_storage(), **kwargs)  # type: ignore[arg-type]
-    raise AssertionError(backend)
-
-
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
+def storage_backend(request: pytest.FixtureRequest) -> str:
     """The storage backend under test."""
     return str(request.param)
 
 
 @pytest.fixture
-def server(backend: str, tmp_path: Path) -> Iterator[KeyServer]:
+def server(storage_backend: str, tmp_path: Path) -> Iterator[KeyServer]:
     """A fresh KeyServer with default settings on each backend."""
-    with make_server(backend, tmp_path) as s:
+    with make_server(storage_backend, tmp_path) as s:
         yield s
 
 

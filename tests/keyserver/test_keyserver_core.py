@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import make_server
+from ks_servers import make_server
 from ks_wire import Device, error, get_bundles, hdr, u16, u32, unknown_entry
 
 from pylime.keyserver import KeyServer
@@ -66,10 +66,10 @@ def test_register_over_the_opk_cap_is_resource_limit(server: KeyServer, curve: C
     assert server.opk_count(ALICE) == 200
 
 
-def test_opk_cap_is_configurable(tmp_path: Path, backend: str) -> None:
+def test_opk_cap_is_configurable(tmp_path: Path, storage_backend: str) -> None:
     """max_opks_per_device sets the cap on stored OPks."""
     alice = Device(ALICE, Curve.C25519)
-    with make_server(backend, tmp_path, max_opks_per_device=10) as server:
+    with make_server(storage_backend, tmp_path, max_opks_per_device=10) as server:
         assert server.handle(ALICE, alice.register(range(11)))[:4] == error(1, 0x0A)
         assert server.handle(ALICE, alice.register(range(8))) == hdr(0x09, 1)
         assert server.handle(ALICE, alice.post_opks(range(100, 103)))[:4] == error(1, 0x0A)
@@ -221,11 +221,11 @@ def test_republish_after_loss_is_accepted(server: KeyServer, curve: Curve) -> No
     assert server.handle(ALICE, hdr(0x07, curve)) == hdr(0x08, curve) + u16(2) + u32(3) + u32(4)
 
 
-def test_lifetime_expires_devices(tmp_path: Path, backend: str) -> None:
+def test_lifetime_expires_devices(tmp_path: Path, storage_backend: str) -> None:
     """With a lifetime, devices are deleted once it has passed since registration."""
     now = [1000.0]
     alice = Device(ALICE, Curve.C25519)
-    with make_server(backend, tmp_path, lifetime=300, clock=lambda: now[0]) as server:
+    with make_server(storage_backend, tmp_path, lifetime=300, clock=lambda: now[0]) as server:
         server.handle(ALICE, alice.register())
         now[0] += 299
         assert server.handle(BOB, get_bundles(1, ALICE))[7 + len(ALICE)] == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_server
+from ks_servers import make_server
 from ks_wire import Device, error, get_bundles, hdr, u16, unknown_entry
 
 from pylime.errors import TransportError
@@ -57,9 +57,9 @@ class Live:
 
 
 def _serve(
-    backend: str, tmp_path: Path, tls: tuple[Path, Path], **config: object
+    storage_backend: str, tmp_path: Path, tls: tuple[Path, Path], **config: object
 ) -> Iterator[Live]:
-    server = make_server(backend, tmp_path)
+    server = make_server(storage_backend, tmp_path)
     for user in ("alice", "bob"):
         server.storage.put_account(make_account(user, REALM, f"{user}-pw"))
     cfg = ServerConfig(realm=REALM, **config)  # type: ignore[arg-type]
