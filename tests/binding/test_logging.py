@@ -9,15 +9,15 @@ import textwrap
 
 import pytest
 
-from pylime import DecryptionError
+from pylime import UserExistsError
 
 
 def test_lime_records_reach_the_pylime_lime_logger(lime_world, caplog):
-    """A failed decrypt's explanation from lime arrives as a pylime.lime record."""
-    alice, bob = lime_world.device("alice"), lime_world.device("bob")
+    """lime's explanation of a refused call arrives as a one-line pylime.lime record."""
+    alice = lime_world.device("alice")
     with caplog.at_level(logging.WARNING, logger="pylime.lime"):
-        with pytest.raises(DecryptionError):
-            bob.decrypt(bob.user, alice, bytes([1, 3, lime_world.curve]) + bytes(120))
+        with pytest.raises(UserExistsError):
+            alice.manager.create_user(alice.device_id, "https://k", lime_world.curve)
     records = [r for r in caplog.records if r.name == "pylime.lime"]
     assert records and all("\n" not in r.getMessage() for r in records)
 
