@@ -149,3 +149,39 @@ def test_unsafe_device_gets_its_real_ik_and_stays_unsafe(net: Net, pairing: tupl
     assert a.open(a.user, b, reply) == (PeerStatus.UNSAFE, b"ok")
     a.manager.set_peer_status(b.device_id, PeerStatus.TRUSTED, b.manager.identity_key(b.device_id))
     assert a.manager.peer_status(b.device_id) == PeerStatus.TRUSTED
+
+
+@pytest.mark.parametrize("kind", ["lime", "ref"])
+def test_update_republishes_a_user_the_server_lost(net: Net, kind: str) -> None:
+    """A user_not_found answer to getSelfOPks makes update() register the user again."""
+    from pylime.keyserver.protocol import DeleteUser
+
+    b = net.dev("bob", kind, opk_batch=3)
+    ik = b.manager.identity_key(b.device_id)
+    net.server.handle(b.device_id, DeleteUser(net.curve).to_bytes())
+    assert net.server.opk_count(b.device_id) == 0
+    b.manager.update(opk_low_limit=5, opk_batch=2)
+    assert net.server.opk_count(b.device_id) == 5
+    assert b.manager.identity_key(b.device_id) == ik
+    with sqlite3.connect(b.path) as c:  # the old OPks are marked dispatched, new ones active
+        assert c.execute("SELECT Status, count(*) FROM X3DH_OPK GROUP BY Status").fetchall() \
+            == [(0, 3), (1, 5)]
+    a = net.dev("alice", "ref" if kind == "lime" else "lime")
+    assert b.open(b.user, a, a.send(b.user, [b], b"found you")).plaintext == b"found you"
+
+
+def test_duplicate_recipients_and_own_device(net: Net, pairing: tuple[str, str]) -> None:
+    """A repeated device id gets two messages on one session; the sender may include itself."""
+    a, b = net.dev("alice", pairing[0]), net.dev("bob", pairing[1])
+    out = a.manager.encrypt(a.device_id, b.user, [b.device_id, b.device_id, a.device_id],
+                            b"twice", policy=0)
+    first, second, own = out.recipients
+    from pylime.reference import encoding
+
+    ns = [encoding.parse_dr_header(r.dr_message, net.curve)[0].ns for r in (first, second)]
+    assert ns == [0, 1]
+    for r in (second, first):
+        assert b.manager.decrypt(b.device_id, b.user, a.device_id, r.dr_message).plaintext \
+            == b"twice"
+    assert a.manager.decrypt(a.device_id, b.user, a.device_id, own.dr_message).plaintext \
+        == b"twice"
