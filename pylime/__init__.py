@@ -27,6 +27,7 @@ logging.getLogger("pylime").addHandler(logging.NullHandler())
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pylime.async_manager import AsyncManager
     from pylime.manager import Manager
 
 
@@ -37,10 +38,15 @@ def __getattr__(name: str) -> object:
         from pylime.manager import Manager
 
         return Manager
+    if name == "AsyncManager":
+        from pylime.async_manager import AsyncManager
+
+        return AsyncManager
     raise AttributeError(f"module 'pylime' has no attribute {name!r}")
 
 
 __all__ = [
+    "AsyncManager",
     "Curve",
     "DecryptResult",
     "DecryptionError",

@@ -22,7 +22,7 @@ from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
 from pylime.types import Curve, PeerStatus, Policy
 
-__all__ = ["Manager", "StrPath"]
+__all__ = ["Manager", "StrPath", "classify_answer"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -62,6 +62,31 @@ def _answer_problem(url: str, code: int, body: bytes) -> errors.KeyServerError |
     return None
 
 
+def classify_answer(request: Request, answer: object,
+                    problems: list[errors.KeyServerError]) -> tuple[int, bytes]:
+    """What to hand lime for a transport's answer (or exception); record any problem.
+
+    A transport exception, or an answer that is not ``(int, bytes)``, becomes a
+    TransportError and lime gets status 0 with an empty body.
+    """
+    if not isinstance(answer, BaseException):
+        try:
+            code, body = answer  # type: ignore[misc]
+            code, body = int(code), bytes(body)
+        except Exception as exc:  # noqa: BLE001 - a malformed answer is the transport's fault
+            answer = exc
+        else:
+            problem = _answer_problem(request.url, code, body)
+            if problem is not None:
+                problems.append(problem)
+            return code, body
+    failure = errors.TransportError(
+        f"could not reach the key server at {request.url}: {type(answer).__name__}")
+    failure.__cause__ = answer
+    problems.append(failure)
+    return 0, b""
+
+
 class _State:
     """What the finalizer needs to destroy the C manager: everything but the Manager itself."""
 
@@ -92,15 +117,17 @@ def _answer_orphans() -> None:
 class _Call:
     """An asynchronous lime call in flight: its operation and how to read its result."""
 
-    __slots__ = ("op", "what", "failure", "result", "silent_ok")
+    __slots__ = ("op", "what", "failure", "result", "silent_ok", "on_silent")
 
     def __init__(self, op: Operation, what: str, failure: type[errors.LimeError],
-                 result: Callable[[], Any] | None = None, silent_ok: bool = False) -> None:
+                 result: Callable[[], Any] | None = None, silent_ok: bool = False,
+                 on_silent: Callable[[], None] | None = None) -> None:
         self.op = op
         self.what = what
         self.failure = failure
         self.result = result
         self.silent_ok = silent_ok
+        self.on_silent = on_silent  # what to do when lime ends it without calling back
 
 
 class Manager:
@@ -188,34 +215,26 @@ class Manager:
         problems: list[errors.KeyServerError] = []
         if not queue and not ORPHANS:  # the common case: lime needed no key server
             return problems
-        interrupt: BaseException | None = None
-        while queue:
-            request: Request = queue.popleft()
-            if interrupt is not None:
-                request.answer(0, b"")
-                continue
-            try:
-                code, body = self._transport.post(request.url, request.sender, request.body)
-                code, body = int(code), bytes(body)
-            except Exception as exc:  # noqa: BLE001 - every transport failure is typed below
-                problem = errors.TransportError(
-                    f"could not reach the key server at {request.url}: {type(exc).__name__}")
-                problem.__cause__ = exc
-                problems.append(problem)
-                code, body = 0, b""
-            except BaseException as exc:
-                interrupt = exc
-                request.answer(0, b"")
-                continue
-            else:
-                answer_problem = _answer_problem(request.url, code, body)
-                if answer_problem is not None:
-                    problems.append(answer_problem)
-            request.answer(code, body)
-        _answer_orphans()
-        if interrupt is not None:
-            raise interrupt
+        try:
+            while queue:
+                request: Request = queue[0]
+                try:
+                    answer = self._transport.post(request.url, request.sender, request.body)
+                except Exception as exc:  # noqa: BLE001 - every transport failure is typed
+                    answer = exc
+                queue.popleft()
+                code, body = classify_answer(request, answer, problems)
+                request.answer(code, body)
+        finally:
+            self._answer_leftovers()
         return problems
+
+    def _answer_leftovers(self) -> None:
+        """Answer as failed whatever an interrupt left queued, so lime never waits forever."""
+        queue = self._state.queue
+        while queue:
+            queue.popleft().answer(0, b"")
+        _answer_orphans()
 
     def _conclude(self, call: _Call, problems: list[errors.KeyServerError]) -> Any:
         """Turn a finished call into its result or its typed exception."""
@@ -230,6 +249,8 @@ class Manager:
         # lime ended without calling back: it does so on an answer it cannot place.
         if call.silent_ok and not problems:
             return None
+        if call.on_silent is not None:
+            call.on_silent()
         if problems:
             raise problems[0]
         raise errors.KeyServerError(
@@ -246,8 +267,8 @@ class Manager:
         if _b.is_user(ptr, dev) != _SUCCESS:
             raise errors.UserNotFoundError(f"no local user {dev.decode('utf-8')!r}")
 
-    def _run(self, call: _Call, rc: int) -> Any:
-        self._start(call, rc)
+    def _finish(self, call: _Call) -> Any:
+        """Drive a started call to its end through the (synchronous) transport."""
         return self._conclude(call, self._drive())
 
     # -- users -----------------------------------------------------------------------
@@ -262,26 +283,25 @@ class Manager:
             KeyServerError: the key server refused or could not be reached (the local user
                 is then removed again, so the call can simply be retried).
         """
+        with self._lock:
+            return self._finish(self._begin_create_user(device_id, server_url, curve, opk_batch))
+
+    def _begin_create_user(self, device_id: str, server_url: str, curve: Curve,
+                           opk_batch: int) -> _Call:
         if int(curve) not in (int(Curve.C25519), int(Curve.C448)):
             raise errors.InvalidCurveError(f"unsupported curve {curve!r}")
         if not 0 <= opk_batch <= 0xFFFF:
             raise ValueError("opk_batch must be between 0 and 65535")
         dev = _cstr(device_id, "device_id")
         url = _cstr(server_url, "server_url")
-        with self._lock:
-            ptr = self._ptr()
-            call = self._new_call("create_user", errors.KeyServerError)
-            rc = _b.create_user(ptr, dev, url, int(curve), opk_batch, call.op.handle)
-            if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) == _SUCCESS:
-                self._state.pending.discard(call.op)
-                self._drive()
-                raise errors.UserExistsError(f"user {device_id!r} already exists")
-            try:
-                self._run(call, rc)
-            except errors.KeyServerError:
-                if not call.op.done:
-                    self._reopen()
-                raise
+        ptr = self._ptr()
+        call = self._new_call("create_user", errors.KeyServerError, on_silent=self._reopen)
+        rc = _b.create_user(ptr, dev, url, int(curve), opk_batch, call.op.handle)
+        if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) == _SUCCESS:
+            self._state.pending.discard(call.op)
+            self._drive()
+            raise errors.UserExistsError(f"user {device_id!r} already exists")
+        return self._start(call, rc)
 
     def _reopen(self) -> None:
         """Destroy and reopen the C manager on the same database, emptying lime's user cache.
@@ -302,12 +322,15 @@ class Manager:
         The local deletion happens first and stands even if the key server fails
         (KeyServerError is raised then).
         """
-        dev = _cstr(device_id, "device_id")
         with self._lock:
-            ptr = self._ptr()
-            self._require_user(ptr, dev)
-            call = self._new_call("delete_user", errors.KeyServerError)
-            self._run(call, _b.delete_user(ptr, dev, call.op.handle))
+            self._finish(self._begin_delete_user(device_id))
+
+    def _begin_delete_user(self, device_id: str) -> _Call:
+        dev = _cstr(device_id, "device_id")
+        ptr = self._ptr()
+        self._require_user(ptr, dev)
+        call = self._new_call("delete_user", errors.KeyServerError)
+        return self._start(call, _b.delete_user(ptr, dev, call.op.handle))
 
     def is_user(self, device_id: str) -> bool:
         """True if ``device_id`` is a local user of this database."""
@@ -344,15 +367,18 @@ class Manager:
         Call it about once a day. When the key server holds fewer than ``opk_low_limit``
         OPks of a user, lime uploads ``max(opk_batch, opk_low_limit - held)`` new ones.
         """
+        with self._lock:
+            self._finish(self._begin_update(opk_low_limit, opk_batch))
+
+    def _begin_update(self, opk_low_limit: int, opk_batch: int) -> _Call:
         if not (0 <= opk_low_limit <= 0xFFFF and 0 <= opk_batch <= 0xFFFF):
             raise ValueError("opk_low_limit and opk_batch must be between 0 and 65535")
-        with self._lock:
-            ptr = self._ptr()
-            call = self._new_call("update", errors.KeyServerError)
-            self._start(call, _b.update(ptr, call.op.handle, opk_low_limit, opk_batch))
-            # With no local user lime posts nothing and never calls back: that is success.
-            call.silent_ok = not self._state.queue
-            self._conclude(call, self._drive())
+        ptr = self._ptr()
+        call = self._new_call("update", errors.KeyServerError)
+        self._start(call, _b.update(ptr, call.op.handle, opk_low_limit, opk_batch))
+        # With no local user lime posts nothing and never calls back: that is success.
+        call.silent_ok = not self._state.queue
+        return call
 
     # -- messages --------------------------------------------------------------------
 
@@ -369,6 +395,12 @@ class Manager:
             KeyServerError: fetching keys failed (TransportError if it was unreachable).
             EncryptionError: no recipient could be encrypted to.
         """
+        with self._lock:
+            return self._finish(self._begin_encrypt(device_id, recipient_user_id, recipients,
+                                                    plaintext, policy))  # type: ignore[no-any-return]
+
+    def _begin_encrypt(self, device_id: str, recipient_user_id: str,
+                       recipients: Sequence[str], plaintext: bytes, policy: Policy) -> _Call:
         dev = _cstr(device_id, "device_id")
         ruid = _cstr(recipient_user_id, "recipient_user_id")
         if isinstance(recipients, str):
@@ -405,16 +437,15 @@ class Manager:
                 out.append(RecipientResult(recipients[index], status, message))
             return EncryptResult(_ffi.buffer(c_cipher, c_cipher_size[0])[:], tuple(out))
 
-        with self._lock:
-            ptr = self._ptr()
-            call = self._new_call("encrypt", errors.EncryptionError, result=result)
-            # lime writes into these when it calls back, possibly after encrypt returned.
-            call.op.keepalive = (c_ids, c_recipients, c_dr, c_cipher, c_cipher_size, plain)
-            rc = _b.encrypt(ptr, dev, ruid, c_recipients, count, plain, c_cipher,
-                            c_cipher_size, call.op.handle, c_policy)
-            if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
-                rc = _lib.LIME_FFI_USER_NOT_FOUND
-            return self._run(call, rc)  # type: ignore[no-any-return]
+        ptr = self._ptr()
+        call = self._new_call("encrypt", errors.EncryptionError, result=result)
+        # lime writes into these when it calls back, possibly after encrypt returned.
+        call.op.keepalive = (c_ids, c_recipients, c_dr, c_cipher, c_cipher_size, plain)
+        rc = _b.encrypt(ptr, dev, ruid, c_recipients, count, plain, c_cipher, c_cipher_size,
+                        call.op.handle, c_policy)
+        if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
+            rc = _lib.LIME_FFI_USER_NOT_FOUND
+        return self._start(call, rc)
 
     def decrypt(self, device_id: str, recipient_user_id: str, sender_device_id: str,
                 dr_message: bytes, cipher_message: bytes = b"") -> DecryptResult:

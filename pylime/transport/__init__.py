@@ -22,3 +22,12 @@ class Transport(Protocol):
     def post(self, url: str, sender: str, body: bytes) -> tuple[int, bytes]:
         """Send one X3DH request for device ``sender`` to ``url``; return (HTTP status, body)."""
         ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """The asyncio form, for :class:`pylime.AsyncManager`."""
+
+    async def post(self, url: str, sender: str, body: bytes) -> tuple[int, bytes]:
+        """Send one X3DH request for device ``sender`` to ``url``; return (HTTP status, body)."""
+        ...

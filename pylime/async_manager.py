@@ -1,0 +1,181 @@
+"""AsyncManager: Manager's API as coroutines, over an asyncio transport.
+
+The same sans-IO core as :class:`~pylime.manager.Manager`: lime's C calls run in a worker
+thread (they touch SQLite), the key-server requests lime hands over are awaited on the
+event loop through the transport's ``async def post``, and the answers go back to lime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar
+
+from pylime import errors
+from pylime.manager import Manager, StrPath, classify_answer
+from pylime.results import DecryptResult, EncryptResult
+from pylime.transport import AsyncTransport
+from pylime.types import Curve, PeerStatus, Policy
+
+__all__ = ["AsyncManager"]
+
+T = TypeVar("T")
+
+
+class _SyncUnused:
+    """The inner Manager's transport: AsyncManager drives every request itself."""
+
+    def post(self, url: str, sender: str, body: bytes) -> tuple[int, bytes]:
+        raise RuntimeError("AsyncManager sends key-server requests through its async transport")
+
+
+class AsyncManager:
+    """A lime manager whose methods are coroutines; the transport is awaited.
+
+    Args:
+        path: the SQLite database file, created owner-only if missing.
+        transport: an object with ``async def post(url, sender, body) -> (status, body)``,
+            such as :class:`pylime.transport.https.AsyncHttpsTransport`.
+
+    Calls on one AsyncManager run one at a time, in the order they were made. Cancelling a
+    call answers every request lime still waits for as failed, so nothing leaks.
+    """
+
+    def __init__(self, path: StrPath, transport: AsyncTransport) -> None:
+        if not asyncio.iscoroutinefunction(getattr(transport, "post", None)):
+            raise TypeError("transport must have an async post(url, sender, body) method")
+        self._transport = transport
+        self._manager = Manager(path, transport=_SyncUnused())
+        self._serial = asyncio.Lock()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._manager._lock:
+            return fn(*args)
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(self._locked, fn, *args)
+
+    async def _operation(self, begin: Callable[..., Any], *args: Any) -> Any:
+        """Start an operation in C, await its key-server round trips, return its result."""
+        m = self._manager
+        async with self._serial:
+            call = await self._thread(begin, *args)
+            queue = m._state.queue
+            problems: list[errors.KeyServerError] = []
+            try:
+                while queue:
+                    request = queue[0]
+                    try:
+                        answer: object = await self._transport.post(request.url, request.sender,
+                                                                     request.body)
+                    except Exception as exc:  # noqa: BLE001 - typed by classify_answer
+                        answer = exc
+                    queue.popleft()
+                    code, body = classify_answer(request, answer, problems)
+                    await self._thread(request.answer, code, body)
+            except BaseException:
+                # Cancelled (or interrupted) mid-flight: lime must still get an answer for
+                # every request; done here, synchronously, since awaiting is over.
+                self._locked(m._answer_leftovers)
+                try:
+                    self._locked(m._conclude, call, problems)
+                except errors.LimeError:
+                    pass
+                raise
+            return await self._thread(m._conclude, call, problems)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._serial:
+            return await asyncio.to_thread(fn, *args)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._manager.closed
+
+    async def close(self) -> None:
+        """Free the C manager (idempotent)."""
+        async with self._serial:
+            self._manager.close()
+
+    async def __aenter__(self) -> AsyncManager:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<pylime.AsyncManager {state} {self._manager.path!r}>"
+
+    # -- operations that may need the key server ---------------------------------------
+
+    async def create_user(self, device_id: str, server_url: str, curve: Curve,
+                          opk_batch: int = 100) -> None:
+        """See :meth:`Manager.create_user`."""
+        await self._operation(self._manager._begin_create_user, device_id, server_url, curve,
+                              opk_batch)
+
+    async def delete_user(self, device_id: str) -> None:
+        """See :meth:`Manager.delete_user`."""
+        await self._operation(self._manager._begin_delete_user, device_id)
+
+    async def update(self, opk_low_limit: int = 100, opk_batch: int = 25) -> None:
+        """See :meth:`Manager.update`."""
+        await self._operation(self._manager._begin_update, opk_low_limit, opk_batch)
+
+    async def encrypt(self, device_id: str, recipient_user_id: str, recipients: Sequence[str],
+                      plaintext: bytes,
+                      policy: Policy = Policy.OPTIMIZE_UPLOAD_SIZE) -> EncryptResult:
+        """See :meth:`Manager.encrypt`."""
+        result: EncryptResult = await self._operation(
+            self._manager._begin_encrypt, device_id, recipient_user_id, recipients, plaintext,
+            policy)
+        return result
+
+    # -- local operations ----------------------------------------------------------------
+
+    async def decrypt(self, device_id: str, recipient_user_id: str, sender_device_id: str,
+                      dr_message: bytes, cipher_message: bytes = b"") -> DecryptResult:
+        """See :meth:`Manager.decrypt`."""
+        return await self._call(self._manager.decrypt, device_id, recipient_user_id,
+                                sender_device_id, dr_message, cipher_message)
+
+    async def is_user(self, device_id: str) -> bool:
+        """See :meth:`Manager.is_user`."""
+        return await self._call(self._manager.is_user, device_id)
+
+    async def identity_key(self, device_id: str) -> bytes:
+        """See :meth:`Manager.identity_key`."""
+        return await self._call(self._manager.identity_key, device_id)
+
+    async def server_url(self, device_id: str) -> str:
+        """See :meth:`Manager.server_url`."""
+        return await self._call(self._manager.server_url, device_id)
+
+    async def set_server_url(self, device_id: str, url: str) -> None:
+        """See :meth:`Manager.set_server_url`."""
+        await self._call(self._manager.set_server_url, device_id, url)
+
+    async def set_peer_status(self, peer_device_id: str, status: PeerStatus,
+                              identity_key: bytes | None = None) -> None:
+        """See :meth:`Manager.set_peer_status`."""
+        await self._call(functools.partial(self._manager.set_peer_status, peer_device_id,
+                                           status, identity_key))
+
+    async def peer_status(self, peer_device_id: str) -> PeerStatus:
+        """See :meth:`Manager.peer_status`."""
+        return await self._call(self._manager.peer_status, peer_device_id)
+
+    async def delete_peer(self, peer_device_id: str) -> None:
+        """See :meth:`Manager.delete_peer`."""
+        await self._call(self._manager.delete_peer, peer_device_id)
+
+    async def stale_sessions(self, device_id: str, peer_device_id: str) -> None:
+        """See :meth:`Manager.stale_sessions`."""
+        await self._call(self._manager.stale_sessions, device_id, peer_device_id)

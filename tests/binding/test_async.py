@@ -1,0 +1,122 @@
+"""AsyncManager: the same operations as coroutines over an asyncio transport."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pylime import AsyncManager, PeerStatus, TransportError
+from tests.conftest import SERVER_URL, requires_lime
+
+pytestmark = requires_lime
+
+ALICE = "sip:alice@example.org;gr=urn:uuid:a1"
+BOB = "sip:bob@example.org;gr=urn:uuid:b1"
+
+
+class AsyncKeyServer:
+    """An asyncio transport in front of an in-process KeyServer, with a switch to fail."""
+
+    def __init__(self, server):
+        self.server = server
+        self.down = False
+        self.hold: asyncio.Event | None = None
+        self.calls = 0
+
+    async def post(self, url, sender, body):
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.down:
+            raise ConnectionResetError("reset by peer")
+        return self.server.post(url, sender, body)
+
+
+def test_a_conversation_between_two_async_managers(tmp_path, server, curve):
+    """Create users, exchange messages both ways and see statuses, all awaited."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport) as bob:
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            await bob.create_user(BOB, SERVER_URL, curve)
+            out = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"hello async")
+            assert out.recipients[0].status is PeerStatus.UNKNOWN
+            result = await bob.decrypt(BOB, "sip:bob@example.org", ALICE,
+                                       out.recipients[0].dr_message, out.cipher_message)
+            assert result == (PeerStatus.UNKNOWN, b"hello async")
+            reply = await bob.encrypt(BOB, "sip:alice@example.org", [ALICE], b"hi back")
+            assert (await alice.decrypt(ALICE, "sip:alice@example.org", BOB,
+                                        reply.recipients[0].dr_message)).plaintext == b"hi back"
+            assert await bob.peer_status(ALICE) is PeerStatus.UNTRUSTED
+            assert len(await alice.identity_key(ALICE)) in (32, 57)
+            await bob.update()
+            assert server.opk_count(BOB) == 99 + 25
+            await alice.delete_user(ALICE)
+            assert not await alice.is_user(ALICE)
+        assert alice.closed and bob.closed
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_server_raises_then_the_manager_recovers(tmp_path, server, curve):
+    """A failing async transport gives TransportError; once it is back, the call succeeds."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice:
+            transport.down = True
+            with pytest.raises(TransportError) as caught:
+                await alice.create_user(ALICE, SERVER_URL, curve)
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
+            transport.down = False
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            assert server.opk_count(ALICE) == 100
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_a_call_answers_lime_and_leaves_the_manager_usable(tmp_path, server, curve):
+    """A call cancelled while awaiting the key server leaves no request pending."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice:
+            transport.hold = asyncio.Event()
+            task = asyncio.create_task(alice.create_user(ALICE, SERVER_URL, curve))
+            while transport.calls == 0:
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            state = alice._manager._state
+            assert not state.queue and not state.pending
+            transport.hold = None
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            assert await alice.is_user(ALICE)
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_calls_are_serialised(tmp_path, server, curve):
+    """Many encrypts gathered at once all complete and all decrypt."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport) as bob:
+            await asyncio.gather(alice.create_user(ALICE, SERVER_URL, curve),
+                                 bob.create_user(BOB, SERVER_URL, curve))
+            outs = await asyncio.gather(*[
+                alice.encrypt(ALICE, "sip:bob@example.org", [BOB], f"m{i}".encode())
+                for i in range(20)])
+            texts = [(await bob.decrypt(BOB, "sip:bob@example.org", ALICE,
+                                        o.recipients[0].dr_message)).plaintext for o in outs]
+            assert sorted(texts) == sorted(f"m{i}".encode() for i in range(20))
+
+    asyncio.run(scenario())
+
+
+def test_a_synchronous_transport_is_refused(tmp_path, server):
+    """AsyncManager needs an async post(); a sync one is a TypeError up front."""
+    with pytest.raises(TypeError):
+        AsyncManager(tmp_path / "a.sqlite3", server)
