@@ -523,8 +523,14 @@ class ReferenceManager:
                                 errors.EncryptionError)
             if isinstance(answer, proto.ErrorMessage):
                 self._raise_error(user.url, answer)
+            if isinstance(answer, proto.Ack):
+                # liblime quirk: an acknowledgement (01 02/03/04/09 cc) answering getPeerBundle
+                # ends the encryption with a success callback and nothing encrypted; the
+                # binding then reports every recipient with its initial status and no message.
+                self._handle_ack(db, user, answer)
+                return EncryptResult(b"", tuple(RecipientResult(d, PeerStatus.UNKNOWN, b"")
+                                                for d in ids))
             if not isinstance(answer, proto.PeerBundle):
-                # lime answers its callback with success and encrypts nothing new here
                 raise errors.EncryptionError("encrypt failed: unexpected key server answer")
             answered = set()
             for bundle in answer.bundles:
