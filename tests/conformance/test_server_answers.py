@@ -63,9 +63,10 @@ def test_create_user_reacts_like_liblime(tmp_path: pathlib.Path, curve: Curve, n
     """create_user raises the same error class and leaves the same user state on both."""
     seen = {}
     for kind, factory in FACTORIES.items():
-        with KeyServer() as server:
-            with factory(tmp_path / f"{kind}.sqlite3", transport=Canned(server, 9, ANSWERS[name])) as m:
-                seen[kind] = (_outcome(lambda: m.create_user(ME, URL, curve)), m.is_user(ME))
+        with KeyServer() as server, factory(
+            tmp_path / f"{kind}.sqlite3", transport=Canned(server, 9, ANSWERS[name])
+        ) as m:
+            seen[kind] = (_outcome(lambda: m.create_user(ME, URL, curve)), m.is_user(ME))
     if name == "ack-of-deleteUser":
         # liblime keeps the never-activated user in its in-memory cache; the reference only
         # has the database, where the user is inactive. Both raised nothing.
@@ -95,9 +96,10 @@ def test_update_reacts_like_liblime(tmp_path: pathlib.Path, curve: Curve, name: 
     """update raises (or not) alike when getSelfOPks gets a bad answer."""
     seen = {}
     for kind, factory in FACTORIES.items():
-        with KeyServer() as server:
-            with factory(tmp_path / f"{kind}.sqlite3", transport=Canned(server, 7, ANSWERS[name])) as m:
-                m.create_user(ME, URL, curve, opk_batch=5)
-                seen[kind] = (_outcome(lambda: m.update(opk_low_limit=5, opk_batch=2)),
-                              server.opk_count(ME))
+        with KeyServer() as server, factory(
+            tmp_path / f"{kind}.sqlite3", transport=Canned(server, 7, ANSWERS[name])
+        ) as m:
+            m.create_user(ME, URL, curve, opk_batch=5)
+            seen[kind] = (_outcome(lambda: m.update(opk_low_limit=5, opk_batch=2)),
+                          server.opk_count(ME))
     assert seen["ref"] == seen["lime"]
