@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pylime import errors
 from pylime.errors import DecryptionError, TooManySkippedError
 from pylime.types import Policy
 
@@ -73,3 +74,24 @@ def test_sending_chain_limit_renews_the_session(net: Net, pairing: tuple[str, st
     assert b.manager.decrypt(b.device_id, b.user, a.device_id, msgs[3]).plaintext == b"m3"
     reply = b.send(a.user, [a], b"back")
     assert a.open(a.user, b, reply).plaintext == b"back"
+
+
+@pytest.mark.parametrize("kind", ["lime", "ref"])
+@pytest.mark.parametrize("after", [128, 129])
+def test_skipped_keys_expire_after_128_messages_and_update(net: Net, kind: str,
+                                                           after: int) -> None:
+    """update() drops a skipped key once more than 128 messages were decrypted after it."""
+    a = net.dev("alice", "ref" if kind == "lime" else "lime")
+    b = net.dev("bob", kind)
+    b.open(b.user, a, a.send(b.user, [b], b"hi"))
+    a.open(a.user, b, b.send(a.user, [a], b"hello"))
+    skipped = _dr(a.send(b.user, [b], b"skipped", Policy.DR_MESSAGE))
+    for i in range(after + 1):
+        b.open(b.user, a, a.send(b.user, [b], b"%d" % i, Policy.DR_MESSAGE))
+    b.manager.update()
+    if after == 128:
+        assert b.manager.decrypt(b.device_id, b.user, a.device_id, skipped).plaintext == b"skipped"
+    else:
+        expected = errors.ReplayError if kind == "ref" else DecryptionError
+        with pytest.raises(expected):
+            b.manager.decrypt(b.device_id, b.user, a.device_id, skipped)
