@@ -185,3 +185,31 @@ def test_duplicate_recipients_and_own_device(net: Net, pairing: tuple[str, str])
             == b"twice"
     assert a.manager.decrypt(a.device_id, b.user, a.device_id, own.dr_message).plaintext \
         == b"twice"
+
+
+@pytest.mark.parametrize("kind", ["lime", "ref"])
+def test_update_deletes_old_stale_sessions_and_dispatched_opks(net: Net, kind: str) -> None:
+    """Stale sessions go after 30 days, dispatched OPks after 37, both at update time."""
+    a = net.dev("alice", "ref" if kind == "lime" else "lime")
+    b = net.dev("bob", kind, opk_batch=4)
+    b.open(b.user, a, a.send(b.user, [b], b"hi"))
+    b.open(b.user, a, a.send(b.user, [b], b"again"))
+    b.manager.stale_sessions(b.device_id, a.device_id)
+    late = a.send(b.user, [b], b"late")
+    b.manager.update(opk_low_limit=1, opk_batch=1)
+    with sqlite3.connect(b.path) as c:  # as if the server had handed them all out
+        c.execute("UPDATE X3DH_OPK SET Status = 0")
+    _travel(b, "DR_sessions", 29)
+    _travel(b, "X3DH_OPK", 36)
+    b.manager.update(opk_low_limit=1, opk_batch=1)
+    with sqlite3.connect(b.path) as c:
+        assert c.execute("SELECT count(*) FROM DR_sessions").fetchone() == (1,)
+        assert c.execute("SELECT count(*) FROM X3DH_OPK WHERE Status = 0").fetchone() == (3,)
+    _travel(b, "DR_sessions", 2)
+    _travel(b, "X3DH_OPK", 2)
+    b.manager.update(opk_low_limit=1, opk_batch=1)
+    with sqlite3.connect(b.path) as c:
+        assert c.execute("SELECT count(*) FROM DR_sessions").fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM X3DH_OPK WHERE Status = 0").fetchone() == (0,)
+    with pytest.raises(DecryptionError):
+        b.open(b.user, a, late)
