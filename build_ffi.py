@@ -26,7 +26,7 @@ INSTALL_HINT = (
 def _pkg_config(*args: str) -> list[str]:
     if shutil.which("pkg-config") is None:
         sys.exit("error: pkg-config not found.\n" + INSTALL_HINT)
-    proc = subprocess.run(["pkg-config", *args, "lime"], capture_output=True, text=True)
+    proc = subprocess.run(["pkg-config", *args, "lime"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.exit("error: pkg-config cannot find lime (lime.pc).\n" + INSTALL_HINT)
     return shlex.split(proc.stdout)

@@ -32,7 +32,7 @@ ORPHANS: list[Any] = []
 class Request:
     """One key-server request lime handed over; it must be answered exactly once."""
 
-    __slots__ = ("_lime_data", "url", "sender", "body")
+    __slots__ = ("_lime_data", "body", "sender", "url")
 
     def __init__(self, lime_data: Any, url: str, sender: str, body: bytes) -> None:
         self._lime_data = lime_data
@@ -68,7 +68,7 @@ class Operation:
     after the C call returned.
     """
 
-    __slots__ = ("done", "ok", "message", "keepalive", "handle", "__weakref__")
+    __slots__ = ("__weakref__", "done", "handle", "keepalive", "message", "ok")
 
     def __init__(self) -> None:
         self.done = False
@@ -95,7 +95,7 @@ def _pylime_post(userdata: Any, lime_data: Any, url: Any, sender: Any, message: 
         queue.append(Request(lime_data, ffi.string(url).decode("utf-8", "replace"),
                              ffi.string(sender).decode("utf-8", "replace"),
                              ffi.unpack(ffi.cast("char *", message), size)))
-    except BaseException:  # noqa: BLE001 - nothing may cross into C
+    except BaseException:
         # Answering here could re-enter lime while it holds its mutex: park the request
         # instead; the manager answers orphans as failed after the operation.
         log.exception("pylime: could not queue a key-server request")
@@ -111,7 +111,7 @@ def _pylime_status(userdata: Any, status: int, message: Any) -> None:
             return
         text = ffi.string(message).decode("utf-8", "replace") if message != ffi.NULL else ""
         ffi.from_handle(userdata).complete(False, text)
-    except BaseException:  # noqa: BLE001 - nothing may cross into C
+    except BaseException:
         log.exception("pylime: could not record an operation status")
 
 
@@ -131,7 +131,7 @@ def _pylime_log(domain: Any, level: int, message: Any) -> None:
         lime_log.log(python_level, "%s: %s", source, first.strip())
         if rest.strip() and lime_log.isEnabledFor(logging.DEBUG):
             lime_log.debug("%s: %s", source, rest.rstrip())
-    except BaseException:  # noqa: BLE001 - nothing may cross into C
+    except BaseException:  # noqa: BLE001, S110 - nothing may cross into C; re-logging could recurse
         pass
 
 

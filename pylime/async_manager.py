@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Self, TypeVar
 
 from pylime import errors
 from pylime.manager import Manager, StrPath, classify_answer
@@ -103,7 +103,7 @@ class AsyncManager:
         async with self._serial:
             self._manager.close()
 
-    async def __aenter__(self) -> AsyncManager:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -13,8 +13,8 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Sequence
-from typing import Any, Callable, Literal, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Self, Union, cast
 
 from pylime import bindings as _b
 from pylime import errors
@@ -84,8 +84,8 @@ def classify_answer(request: Request, answer: object,
     """
     if not isinstance(answer, BaseException):
         try:
-            code, body = answer  # type: ignore[misc]
-            code, body = int(code), bytes(body)
+            raw_code, raw_body = cast("tuple[Any, Any]", answer)
+            code, body = int(raw_code), bytes(raw_body)
         except Exception as exc:  # noqa: BLE001 - a malformed answer is the transport's fault
             answer = exc
         else:
@@ -130,7 +130,7 @@ def _answer_orphans() -> None:
 class _Call:
     """An asynchronous lime call in flight: its operation and how to read its result."""
 
-    __slots__ = ("op", "what", "failure", "result", "silent_ok", "on_silent")
+    __slots__ = ("failure", "on_silent", "op", "result", "silent_ok", "what")
 
     def __init__(self, op: Operation, what: str, failure: type[errors.LimeError],
                  result: Callable[[], Any] | None = None, silent_ok: bool = False,
@@ -202,7 +202,7 @@ class Manager:
         with self._lock:
             self._finalizer()
 
-    def __enter__(self) -> Manager:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -247,6 +247,7 @@ class Manager:
         try:
             while queue:
                 request: Request = queue[0]
+                answer: object
                 try:
                     answer = self._transport.post(request.url, request.sender, request.body)
                 except Exception as exc:  # noqa: BLE001 - every transport failure is typed
@@ -313,7 +314,7 @@ class Manager:
                 is then removed again, so the call can simply be retried).
         """
         with self._lock:
-            return self._finish(self._begin_create_user(device_id, server_url, curve, opk_batch))
+            self._finish(self._begin_create_user(device_id, server_url, curve, opk_batch))
 
     def _begin_create_user(self, device_id: str, server_url: str, curve: Curve,
                            opk_batch: int) -> _Call:
@@ -425,8 +426,9 @@ class Manager:
             EncryptionError: no recipient could be encrypted to.
         """
         with self._lock:
-            return self._finish(self._begin_encrypt(device_id, recipient_user_id, recipients,
-                                                    plaintext, policy))  # type: ignore[no-any-return]
+            result: EncryptResult = self._finish(
+                self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext, policy))
+        return result
 
     def _begin_encrypt(self, device_id: str, recipient_user_id: str,
                        recipients: Sequence[str], plaintext: bytes, policy: Policy) -> _Call:

@@ -7,7 +7,6 @@ import pytest
 from pylime import (
     Curve,
     InvalidCurveError,
-    LimeError,
     ManagerClosedError,
     PeerStatus,
     UserExistsError,
