@@ -1,0 +1,201 @@
+"""The child-process side of the interop harness: liblinphone cores driven by JSON commands.
+
+Run as ``python -m tests.interop.peer <workdir>``. liblinphone runs only in this process, so a
+crash (belle-sip 5.1.64 segfaults on some multipart bodies) ends this process, not the test run.
+Protocol: one JSON object per line on stdin (a command), one JSON object per line on the
+original stdout (its answer); the C libraries' own output goes to ``<workdir>/stdout.log``.
+The process exits on ``quit``, on end of input, or after ``--lifetime`` seconds in any case.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.interop import liblinphone as L
+
+LIFETIME = 150.0
+
+
+def _part(p: L.ReceivedPart) -> dict[str, Any]:
+    return {
+        "type": p.content_type,
+        "content_id": p.content_id,
+        "description": p.description,
+        "body": base64.b64encode(p.body).decode(),
+    }
+
+
+def _message(m: L.ReceivedMessage) -> dict[str, Any]:
+    return {"content_type": m.content_type, "sender": m.sender, "contents": [_part(p) for p in m.contents]}
+
+
+def lime_db(path: Path) -> dict[str, Any]:
+    """lime's database of a core: local users and peer devices, read only."""
+    if not path.exists():
+        return {"users": [], "peers": []}
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        users = [{"user_id": u, "ik": bytes(ik[:32]).hex(), "server": s, "curve": c}
+                 for u, ik, s, c in con.execute("SELECT UserId, Ik, server, curveId FROM lime_LocalUsers")]
+        peers = [{"device_id": d, "ik": bytes(ik).hex(), "status": st}
+                 for d, ik, st in con.execute("SELECT DeviceId, Ik, Status FROM lime_PeerDevices")]
+    finally:
+        con.close()
+    return {"users": users, "peers": peers}
+
+
+class Peer:
+    """Holds this process's cores and answers commands."""
+
+    def __init__(self, workdir: Path, out: Any) -> None:
+        self.workdir = workdir
+        self.out = out
+        self.cores: dict[str, L.Core] = {}
+        self.calls: dict[str, int] = {}
+
+    def reply(self, **answer: Any) -> None:
+        self.out.write(json.dumps(answer) + "\n")
+        self.out.flush()
+
+    def iterate(self) -> None:
+        for core in self.cores.values():
+            core.iterate()
+
+    def wait(self, done: Any, timeout: float, what: str) -> None:
+        L.run_until(list(self.cores.values()), done, timeout, what=what)
+
+    # ------------------------------------------------------------------ commands
+
+    def cmd_core(self, name: str, extra: dict[str, dict[str, object]] | None = None,
+                 root_ca: str | None = None, zrtp: bool = False) -> dict[str, Any]:
+        core = L.Core(self.workdir / name, extra, root_ca=root_ca, zrtp=zrtp)
+        self.cores[name] = core
+        udp, tcp = core.ports()
+        return {"udp": udp, "tcp": tcp, "lime": core.lime_enabled()}
+
+    def cmd_messages(self, name: str, count: int = 0, timeout: float = 5.0) -> dict[str, Any]:
+        core = self.cores[name]
+        if count:
+            self.wait(lambda: len(core.messages) >= count, timeout, f"{count} message(s) on {name}")
+        return {"messages": [_message(m) for m in core.messages]}
+
+    def cmd_register(self, names: list[str], lime: bool = True, timeout: float = 20.0) -> dict[str, Any]:
+        cores = [self.cores[n] for n in names]
+        self.wait(lambda: all(c.registration_state() == L.REGISTRATION_OK for c in cores), timeout,
+                  "REGISTER 200 OK")
+        if lime:
+            self.wait(lambda: all(c.lime_users for c in cores), timeout, "lime user registration")
+        return {n: {"contact": c.contact(), "lime_users": c.lime_users} for n, c in zip(names, cores)}
+
+    def cmd_call(self, caller: str, callee: str, target: str, timeout: float = 30.0) -> dict[str, Any]:
+        a, b = self.cores[caller], self.cores[callee]
+        out = L.lib.linphone_core_invite(a.core, target.encode())
+        if not out:
+            raise RuntimeError("linphone_core_invite returned NULL")
+        self.calls[caller] = L.lib.linphone_call_ref(out)
+        self.wait(lambda: bool(L.lib.linphone_core_get_current_call(b.core)), timeout, "incoming call")
+        incoming = L.lib.linphone_call_ref(L.lib.linphone_core_get_current_call(b.core))
+        self.calls[callee] = incoming
+        L.lib.linphone_call_accept(incoming)
+        calls = [self.calls[caller], incoming]
+
+        def ready() -> bool:
+            return all(L.lib.linphone_call_get_state(c) == L.CallState.STREAMS_RUNNING
+                       and L.lib.linphone_call_get_authentication_token(c) for c in calls)
+
+        self.wait(ready, timeout, "StreamsRunning with a SAS on both sides")
+        info = {}
+        for name, call in ((caller, calls[0]), (callee, calls[1])):
+            remote = L.lib.linphone_call_get_remote_params(call)
+            current = L.lib.linphone_call_get_current_params(call)
+            info[name] = {
+                "sas": L._str(L.lib.linphone_call_get_authentication_token(call)),
+                "remote_contact": L._str(L.lib.linphone_call_get_remote_contact(call)),
+                "remote_ik": {k: L._str(L.lib.linphone_call_params_get_custom_sdp_attribute(remote, k.encode()))
+                              for k in ("Ik", "lime-Ik", "lime-Iks")},
+                "media_encryption": L.lib.linphone_call_params_get_media_encryption(current),
+            }
+        return info
+
+    def cmd_verify(self, name: str, verified: bool, settle: float = 1.0) -> dict[str, Any]:
+        L.lib.linphone_call_set_authentication_token_verified(self.calls[name], int(verified))
+        L.run_for(list(self.cores.values()), settle)
+        return self.cmd_lime_dbs()
+
+    def cmd_lime_dbs(self) -> dict[str, Any]:
+        return {n: lime_db(c.dir / "x3dh.c25519.sqlite3") for n, c in self.cores.items()}
+
+    def cmd_hangup(self, timeout: float = 10.0) -> dict[str, Any]:
+        for core in self.cores.values():
+            L.lib.linphone_core_terminate_all_calls(core.core)
+        self.wait(lambda: all(not L.lib.linphone_core_get_current_call(c.core) for c in self.cores.values()),
+                  timeout, "calls ended")
+        for call in self.calls.values():
+            L.lib.linphone_call_unref(call)
+        self.calls.clear()
+        return {}
+
+    def cmd_log_grep(self, needle: str) -> dict[str, Any]:
+        text = (self.workdir / "linphone.log").read_text("utf-8", "replace")
+        return {"lines": [line for line in text.splitlines() if needle in line][:50]}
+
+    def close(self) -> None:
+        for call in self.calls.values():
+            L.lib.linphone_call_unref(call)
+        self.calls.clear()
+        for core in self.cores.values():
+            core.close()
+        self.cores.clear()
+
+
+def main() -> None:
+    workdir = Path(sys.argv[1])
+    lifetime = float(sys.argv[2]) if len(sys.argv) > 2 else LIFETIME
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Keep the protocol channel; send the C libraries' chatter to a file.
+    out = os.fdopen(os.dup(1), "w")
+    log = os.open(workdir / "stdout.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = sys.stderr = os.fdopen(1, "w", buffering=1)
+    L.set_log_file(workdir)
+    peer = Peer(workdir, out)
+    deadline = time.monotonic() + lifetime
+    buffer = b""
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([0], [], [], 0.01)
+            if not ready:
+                peer.iterate()
+                continue
+            chunk = os.read(0, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                command = json.loads(line)
+                name = command.pop("cmd")
+                if name == "quit":
+                    peer.reply(ok=True)
+                    return
+                try:
+                    result = getattr(peer, f"cmd_{name}")(**command)
+                except Exception as exc:  # report, keep serving
+                    peer.reply(ok=False, error=f"{type(exc).__name__}: {exc}")
+                else:
+                    peer.reply(ok=True, result=result)
+    finally:
+        peer.close()
+
+
+if __name__ == "__main__":
+    main()
