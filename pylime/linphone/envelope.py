@@ -18,8 +18,9 @@ its belle-sip 5.1.64 *crashes* on most other shapes):
   :data:`DEFLATE_HEADER_COST` bytes (belle-sip src/bodyhandler.c
   ``belle_sip_memory_body_handler_apply_encoding``; raw deflate gets 415).
 
-Parse side: lenient where Linphone is lenient (header order and case, quoted boundary, wrapped
-base64, missing ``protocol`` as legacy), and a typed :class:`~pylime.linphone.errors.EnvelopeError`
+Parse side: lenient where Linphone is lenient (header order and case, a quoted or non-last
+boundary only where the type is not spelled ``multipart`` in lower case, wrapped base64, missing
+``protocol`` as legacy), and a typed :class:`~pylime.linphone.errors.EnvelopeError`
 for everything Linphone would drop or crash on. Header blocks go through the standard ``email``
 parser; the framing is split here because ``email`` re-parses ``message/*`` bodies as MIME.
 """
@@ -328,7 +329,30 @@ def _boundary_of(content_type: str) -> str:
     boundary = collapse_rfc2231_value(raw)
     if not boundary:
         raise MissingBoundaryError("the boundary parameter is empty")
+    _check_channel_boundary(content_type, boundary)
     return boundary
+
+
+def _check_channel_boundary(content_type: str, boundary: str) -> None:
+    """Refuse what belle-sip 5.1.64's SIP channel crashes on (linphone-5.1.65.md §2.4 quirk 3).
+
+    For a type spelled exactly ``multipart`` the channel takes the boundary to be everything
+    after ``;boundary=`` in the re-marshalled Content-Type (spaces around ``;`` and ``=``
+    removed, quotes kept); a boundary that is not last, or quoted, yields no part and a SIGSEGV.
+    Another spelling (``Multipart``) bypasses the channel, and liblinphone splits it leniently.
+    """
+    if content_type.split("/", 1)[0].strip() != "multipart":
+        return
+    pieces = [p.strip() for p in content_type.split(";")]
+    normalised = ";".join(
+        [pieces[0]] + ["=".join(x.strip() for x in p.split("=", 1)) for p in pieces[1:]]
+    )
+    index = normalised.find(";boundary=")
+    if index < 0 or normalised[index + len(";boundary=") :] != boundary:
+        raise MalformedMultipartError(
+            "the boundary must be the last Content-Type parameter, unquoted and spelled "
+            "';boundary=' (Linphone 5.1.65 crashes on any other multipart Content-Type)"
+        )
 
 
 def _parse_part(raw: bytes) -> Part:

@@ -76,7 +76,8 @@ class MissingBoundaryError(EnvelopeError):
 
 
 class MalformedMultipartError(EnvelopeError):
-    """The multipart framing is broken (preamble, bare LF, missing delimiter, part without headers)."""
+    """The multipart framing is broken (preamble, bare LF, missing delimiter, part without headers,
+    or a boundary parameter that is not last and unquoted)."""
 
 
 class ContentEncodingError(EnvelopeError):
