@@ -179,7 +179,7 @@ def send_message(port: int, body: bytes, headers: dict[str, str], *, tcp: bool =
             while time.monotonic() < deadline:
                 try:
                     chunk = sock.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 if not chunk:
                     break
@@ -197,7 +197,7 @@ def send_message(port: int, body: bytes, headers: dict[str, str], *, tcp: bool =
         while time.monotonic() < deadline:
             try:
                 data, _ = sock.recvfrom(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             finals = [c for c in _status_lines(data) if c >= 200]
             if finals:

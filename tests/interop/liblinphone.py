@@ -327,7 +327,7 @@ class Core:
                 lib.linphone_chat_message_get_from_address(msg)))
             self.messages.append(ReceivedMessage(
                 _str(lib.linphone_chat_message_get_content_type(msg)), sender, contents))
-        except Exception as exc:  # never let an exception cross into C
+        except Exception as exc:  # noqa: BLE001 (never let an exception cross into C)
             self.messages.append(ReceivedMessage(f"<error {exc!r}>", None, []))
 
     def _on_lime_user(self, core: int, status: int, user_id: bytes | None, info: bytes | None) -> None:

@@ -189,7 +189,7 @@ def main() -> None:
                     return
                 try:
                     result = getattr(peer, f"cmd_{name}")(**command)
-                except Exception as exc:  # report, keep serving
+                except Exception as exc:  # noqa: BLE001 (report it, keep serving)
                     peer.reply(ok=False, error=f"{type(exc).__name__}: {exc}")
                 else:
                     peer.reply(ok=True, result=result)
