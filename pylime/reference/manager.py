@@ -276,7 +276,7 @@ class ReferenceManager:
                     )
                 wipe(seed)
             user = db.load_user(device_id, all_status=True)
-            user.url = server_url if row is None else user.url
+            user.url = server_url  # lime posts to the URL given now, even on a re-publish
             try:
                 body = self._register_body(db, user, opk_batch)
                 self._handle_ack(db, user, self._post(user, body, errors.KeyServerError))
