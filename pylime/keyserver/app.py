@@ -27,7 +27,7 @@ from pylime.keyserver.protocol import (
     X3DHParseError,
     parse_request,
 )
-from pylime.keyserver.storage import Account, is_storable_device_id
+from pylime.keyserver.storage import Account, SQLiteStorage, StorageError, is_storable_device_id
 
 __all__ = ["ENV_CONFIG", "KeyServerApp", "ServerConfig", "app_from_environment"]
 
@@ -103,6 +103,13 @@ class KeyServerApp:
 
     def __repr__(self) -> str:
         return f"KeyServerApp(open={self.config.open}, realm={self.config.realm!r})"
+
+    @property
+    def _inline(self) -> bool:
+        """Run database work on the event loop itself: SQLite answers in microseconds from
+        one serialised connection, so a thread hop would only add latency; a network
+        database (PostgreSQL) gets worker threads instead."""
+        return isinstance(self._server.storage if self._server else None, SQLiteStorage)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -208,7 +215,10 @@ class KeyServerApp:
         assert server is not None
         if path == "/health" and method in ("GET", "HEAD"):
             try:
-                await asyncio.to_thread(server.storage.ping)
+                if self._inline:
+                    server.storage.ping()
+                else:
+                    await asyncio.to_thread(server.storage.ping)
             except Exception:  # noqa: BLE001 (any failure means unhealthy)
                 await self._respond(
                     send, 503, b'{"status":"database unavailable"}\n', "application/json"
@@ -230,59 +240,64 @@ class KeyServerApp:
         headers: dict[bytes, bytes] = {}
         for name, value in scope.get("headers", []):
             headers.setdefault(name.lower(), value)
+        target = scope.get("raw_path") or path.encode("utf-8")
+        uri = target.decode("latin-1")
+        if scope.get("query_string"):
+            uri += "?" + scope["query_string"].decode("latin-1")
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        raw_sender = headers.get(b"x-lime-user-identity") or headers.get(b"from")
+        sender = raw_sender.decode("utf-8", "surrogateescape").strip() if raw_sender else None
+        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
+        args = (server, method, uri, authorization, sender, body, content_type)
+        if self._inline:
+            status, answer, extra = self._process(*args)
+        else:
+            status, answer, extra = await asyncio.to_thread(self._process, *args)
+        await self._respond(send, status, answer, CONTENT_TYPE if status == 200 else text, extra)
+
+    def _process(
+        self,
+        server: KeyServer,
+        method: str,
+        uri: str,
+        authorization: str | None,
+        sender: str | None,
+        body: bytes,
+        content_type: str | None,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Authenticate, parse, authorise and answer one request: (status, body, headers).
+
+        Blocking (database work): runs inline for SQLite, in a worker thread otherwise.
+        """
         account: Account | None = None
         if self._auth is not None:
-            target = scope.get("raw_path") or path.encode("utf-8")
-            uri = target.decode("latin-1")
-            if scope.get("query_string"):
-                uri += "?" + scope["query_string"].decode("latin-1")
-            authorization = headers.get(b"authorization", b"").decode("latin-1") or None
             auth = self._auth
-            result = await asyncio.to_thread(auth.authenticate, method, uri, authorization)
+            try:
+                result = auth.authenticate(method, uri, authorization)
+            except StorageError as exc:
+                log.error("authentication failed on a storage error: %s", exc)
+                return 503, b"database unavailable\n", []
             if result.account is None:
                 if authorization:  # a bare first request is the normal start of the handshake
                     log.info("authentication refused: %s", result.reason)
                 challenge = [
                     (b"www-authenticate", c.encode()) for c in auth.challenge(result.stale)
                 ]
-                await self._respond(send, 401, b"authentication required\n", text, challenge)
-                return
+                return 401, b"authentication required\n", challenge
             account = result.account
-
-        raw_sender = headers.get(b"x-lime-user-identity") or headers.get(b"from")
-        sender = raw_sender.decode("utf-8", "surrogateescape").strip() if raw_sender else None
-        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
-        status, answer = await asyncio.to_thread(
-            self._process, server, account, sender, body, content_type
-        )
-        if status == 403:
-            await self._respond(send, 403, b"this account does not own that device\n", text)
-            return
-        await self._respond(send, 200, answer)
-
-    def _process(
-        self,
-        server: KeyServer,
-        account: Account | None,
-        sender: str | None,
-        body: bytes,
-        content_type: str | None,
-    ) -> tuple[int, bytes]:
-        """Parse, authorise and answer one request (runs in a worker thread)."""
         if account is None or len(body) < 3:
             # Open mode, or nothing to authorise: the core answers everything, errors included.
-            return 200, server.handle(sender, body, content_type)
+            return 200, server.handle(sender, body, content_type), []
         curve = body[2]
         if content_type is None or content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
-            return 200, server.handle(sender, body, content_type)
+            return 200, server.handle(sender, body, content_type), []
         try:
             request = parse_request(body)
         except X3DHParseError as exc:
-            return 200, ErrorMessage(exc.curve, exc.code, str(exc)).to_bytes()
+            return 200, ErrorMessage(exc.curve, exc.code, str(exc)).to_bytes(), []
         if not sender or not is_storable_device_id(sender):
-            return 200, ErrorMessage(
-                curve, ErrorCode.MISSING_SENDER_ID, "no valid sender device id"
-            ).to_bytes()
+            error = ErrorMessage(curve, ErrorCode.MISSING_SENDER_ID, "no valid sender device id")
+            return 200, error.to_bytes(), []
         # Fetching bundles needs any account; everything else acts on the sender's own keys.
         if not isinstance(request, GetPeerBundle) and not DigestAuthenticator.owns(account, sender):
             log.warning(
@@ -292,12 +307,13 @@ class KeyServerApp:
                 type(request).__name__,
                 sender,
             )
-            return 403, b""
+            return 403, b"this account does not own that device\n", []
         try:
-            return 200, server.handle_request(sender, request).to_bytes()
+            return 200, server.handle_request(sender, request).to_bytes(), []
         except Exception:  # a bug must not become a 500 that lime cannot read
             log.exception("internal error while answering a key-server request")
-            return 200, ErrorMessage(curve, ErrorCode.SERVER_FAILURE, "internal error").to_bytes()
+            error = ErrorMessage(curve, ErrorCode.SERVER_FAILURE, "internal error")
+            return 200, error.to_bytes(), []
 
 
 def app_from_environment() -> KeyServerApp:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -127,6 +128,8 @@ class DigestAuthenticator:
         realm: the SIP domain; only accounts of this realm can authenticate.
         algorithms: the challenge's algorithms, in order of preference (one header each).
         nonce_lifetime: seconds a nonce stays valid.
+        account_cache_ttl: seconds an account read from the store is reused; a removed
+            account or changed password takes effect in running servers after at most this.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class DigestAuthenticator:
         *,
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         nonce_lifetime: float = 300.0,
+        account_cache_ttl: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         unknown = [a for a in algorithms if a.upper() not in ALGORITHMS]
@@ -152,6 +156,9 @@ class DigestAuthenticator:
         # Fixed per database: clients must echo it back unchanged.
         self._opaque = hmac.new(self._secret, b"opaque", hashlib.sha256).hexdigest()[:32]
         self._next_purge = 0.0
+        self._account_ttl = account_cache_ttl
+        self._accounts: dict[str, tuple[float, Account]] = {}
+        self._accounts_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DigestAuthenticator(realm={self.realm!r}, algorithms={self.algorithms!r})"
@@ -225,7 +232,7 @@ class DigestAuthenticator:
         age = self._nonce_age(nonce)
         if age is None:
             return AuthResult(None, reason="unknown nonce")
-        account = self.storage.get_account(f["username"], self.realm)
+        account = self._account(f["username"])
         if account is None:
             return AuthResult(None, reason="unknown account")
         stored_ha1 = account.ha1(algorithm)
@@ -245,6 +252,21 @@ class DigestAuthenticator:
             self._next_purge = now + self.nonce_lifetime
             self.storage.purge_nonces(now)
         return AuthResult(account)
+
+    def _account(self, username: str) -> Account | None:
+        """The account, from a short-lived cache: most requests come from known devices."""
+        now = self._clock()
+        with self._accounts_lock:
+            hit = self._accounts.get(username)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        account = self.storage.get_account(username, self.realm)
+        if account is not None and self._account_ttl > 0:
+            with self._accounts_lock:
+                if len(self._accounts) > 10_000:  # bound memory: drop everything, refill
+                    self._accounts.clear()
+                self._accounts[username] = (now + self._account_ttl, account)
+        return account
 
     @staticmethod
     def owns(account: Account, device_id: str) -> bool:

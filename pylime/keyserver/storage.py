@@ -15,6 +15,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -240,7 +241,7 @@ CREATE TABLE IF NOT EXISTS Config (
 class SQLiteStorage(Storage):
     """SQLite backend: one connection serialised by a lock; WAL and owner-only file mode on disk.
 
-    Each operation runs in a ``BEGIN IMMEDIATE`` transaction, which also makes OPk hand-out
+    Each write runs in a ``BEGIN IMMEDIATE`` transaction, which also makes OPk hand-out
     atomic when several processes share one database file.
     """
 
@@ -255,6 +256,8 @@ class SQLiteStorage(Storage):
             os.close(fd)
         self._lock = threading.Lock()
         self._closed = False
+        self._in_memory = in_memory
+        self._timeout = timeout
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self._conn = sqlite3.connect(
@@ -284,13 +287,22 @@ class SQLiteStorage(Storage):
         return f"SQLiteStorage({self.path!r})"
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One transaction under the connection lock; SQLite errors become StorageError.
+
+        Writers take the write lock up front (BEGIN IMMEDIATE), so a transaction never fails
+        half-way on a lock held by another process; readers use a deferred transaction,
+        which WAL lets run alongside a writer.
+        """
         with self._lock:
             if self._closed:
                 raise StorageError("storage is closed")
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE")
+                if write:
+                    self._begin_immediate(cur)
+                else:
+                    cur.execute("BEGIN")
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as exc:
@@ -301,6 +313,33 @@ class SQLiteStorage(Storage):
                 raise
             finally:
                 cur.close()
+
+    def _begin_immediate(self, cur: sqlite3.Cursor) -> None:
+        """BEGIN IMMEDIATE, waiting for another process's write lock with short sleeps.
+
+        SQLite's own busy handler sleeps in steps of up to 100 ms, which under steady
+        contention between server processes turns into tens of milliseconds per request;
+        polling from 50 µs upwards keeps the wait close to the other writer's hold time.
+        """
+        if self._in_memory:
+            cur.execute("BEGIN IMMEDIATE")
+            return
+        cur.execute("PRAGMA busy_timeout = 0")
+        try:
+            delay = 50e-6
+            deadline = time.monotonic() + self._timeout
+            while True:
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    busy = "locked" in str(exc) or "busy" in str(exc)
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2e-3)
+        finally:
+            cur.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
 
     @staticmethod
     def _uid(cur: sqlite3.Cursor, curve: Curve, device_id: str) -> int | None:
@@ -395,7 +434,7 @@ class SQLiteStorage(Storage):
         return out
 
     def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             uid = self._uid(cur, curve, device_id)
             if uid is None:
                 return None
@@ -403,7 +442,7 @@ class SQLiteStorage(Storage):
             return [int(r[0]) for r in rows.fetchall()]
 
     def opk_count(self, device_id: str, curve: Curve | None = None) -> int:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             if curve is None:
                 row = cur.execute(
                     "SELECT count(*) FROM OPk JOIN Users USING (Uid) WHERE UserId = ?",
@@ -441,7 +480,7 @@ class SQLiteStorage(Storage):
             return cur.rowcount > 0
 
     def get_account(self, username: str, realm: str) -> Account | None:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             row = cur.execute(
                 "SELECT HA1_MD5, HA1_SHA256 FROM Accounts WHERE Username = ? AND Realm = ?",
                 (username, realm),
@@ -449,7 +488,7 @@ class SQLiteStorage(Storage):
             return None if row is None else Account(username, realm, row[0], row[1])
 
     def list_accounts(self) -> list[tuple[str, str]]:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             rows = cur.execute("SELECT Username, Realm FROM Accounts ORDER BY Realm, Username")
             return [(r[0], r[1]) for r in rows.fetchall()]
 
@@ -477,7 +516,7 @@ class SQLiteStorage(Storage):
             return cur.rowcount
 
     def ping(self) -> None:
-        with self._tx() as cur:
+        with self._tx(write=False) as cur:
             cur.execute("SELECT 1").fetchone()
 
     def close(self) -> None:

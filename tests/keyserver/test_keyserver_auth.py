@@ -229,3 +229,14 @@ def test_ownership_binds_user_and_domain(auth: DigestAuthenticator) -> None:
     assert not DigestAuthenticator.owns(alice, "sip:bob@example.org;gr=urn:uuid:1")
     assert not DigestAuthenticator.owns(alice, "sip:alice@evil.org;gr=urn:uuid:1")
     assert not DigestAuthenticator.owns(alice, "alice")
+
+
+def test_removed_account_is_refused_after_the_cache_ttl(
+    auth: DigestAuthenticator, clock: Clock
+) -> None:
+    """A removed account still works within account_cache_ttl (5 s), and not after it."""
+    assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is not None
+    auth.storage.remove_account("alice", REALM)
+    assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is not None
+    clock.now += 6
+    assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is None
