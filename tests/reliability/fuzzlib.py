@@ -219,30 +219,38 @@ def apply_recipe(recipe: list[list[Any]], dr: bytes, cipher: bytes,
     return bytes(bufs["dr"]), bytes(bufs["cipher"])
 
 
-def junk_before_tag(dr: bytes, cipher: bytes, new_dr: bytes, new_cipher: bytes,
-                    curve: Curve) -> bool:
-    """True when lime's cipherMessage-mode parsing makes the mutated DR message equivalent.
+def dr_equivalent(dr: bytes, cipher: bytes, new_dr: bytes, curve: Curve) -> bool:
+    """True when lime reads the mutated DR message exactly as the genuine one.
 
     In cipherMessage mode lime reads the 32-byte encrypted seed right after the header and
     the tag from the very end of the DR message, and ignores any bytes in between
-    (docs/security.md, "Malleability"): such a message decrypts like the genuine one.
+    (docs/security.md, "Malleability").
     """
-    if not cipher or new_cipher != cipher:
+    if new_dr == dr:
+        return True
+    if not cipher:
         return False
     seed_end = regions(dr, cipher, curve)["header"][2] + 32
     return (len(new_dr) > len(dr) and new_dr[:seed_end] == dr[:seed_end]
             and new_dr[-TAG:] == dr[-TAG:])
 
 
-def consumes_key(dr: bytes, cipher: bytes, new_dr: bytes, new_cipher: bytes) -> bool:
+def junk_before_tag(dr: bytes, cipher: bytes, new_dr: bytes, new_cipher: bytes,
+                    curve: Curve) -> bool:
+    """The mutated message differs from the genuine one only by bytes lime ignores."""
+    return new_cipher == cipher and new_dr != dr and dr_equivalent(dr, cipher, new_dr, curve)
+
+
+def consumes_key(dr: bytes, cipher: bytes, new_dr: bytes, new_cipher: bytes,
+                 curve: Curve) -> bool:
     """True when lime's documented quirk applies (lime-wire.md §3.8 step 8).
 
-    The DR message is intact and authenticates against the cipher message's tag, so lime
-    decrypts the seed and saves the session, then fails on the altered cipher body: that
-    message key is gone and the genuine message will fail as a replay.
+    The DR message reads as the genuine one and authenticates against the cipher message's
+    tag, so lime decrypts the seed and saves the session, then fails on the altered cipher
+    body: that message key is gone and the genuine message will fail as a replay.
     """
-    return (new_dr == dr and bool(cipher) and len(new_cipher) >= TAG
-            and new_cipher[-TAG:] == cipher[-TAG:] and new_cipher != cipher)
+    return (bool(cipher) and len(new_cipher) >= TAG and new_cipher[-TAG:] == cipher[-TAG:]
+            and new_cipher != cipher and dr_equivalent(dr, cipher, new_dr, curve))
 
 
 # --------------------------------------------------------------------------- a pair of devices
@@ -336,7 +344,7 @@ def check_mutated_decrypt(pair: Pair, msg: Message, recipe: list[list[Any]],
             return "junk-accepted"
         raise Finding("accepted-mutation",
                       f"a mutated message decrypted ({len(result.plaintext)} bytes)")
-    if consumes_key(msg.dr, msg.cipher, dr, cipher):
+    if consumes_key(msg.dr, msg.cipher, dr, cipher, pair.curve):
         return "consumed"
     if before is not None and db_dump(pair.bob_path) != before:
         raise Finding("state-change", "a failed decryption changed the database")
@@ -480,7 +488,7 @@ def _victim_register(curve: Curve) -> bytes:
     """A registerUser for the victim: fixed bytes (the server does not verify signatures)."""
     x, e = SIZES[curve]
     sig = 64 if curve == Curve.C25519 else 114
-    return bytes((1, 0x01, int(curve))) + b"\x11" * e + b"\x22" * x + b"\x33" * sig \
+    return bytes((1, 0x09, int(curve))) + b"\x11" * e + b"\x22" * x + b"\x33" * sig \
         + (7).to_bytes(4, "big") + (0).to_bytes(2, "big")
 
 
