@@ -6,24 +6,34 @@
     with KeyServer("keys.sqlite3") as server:         # or KeyServer() for ":memory:"
         status, answer = server.post(url, device_id, request_body)
 
-The HTTPS service around it is in :mod:`pylime.keyserver.app` (``pylime keyserver serve``).
+The HTTPS service around it: :class:`KeyServerApp` (ASGI, Digest authentication) served by
+uvicorn through :mod:`pylime.keyserver.service` (``pylime keyserver serve``).
 """
 
 from __future__ import annotations
 
+from pylime.keyserver.app import KeyServerApp, ServerConfig
+from pylime.keyserver.auth import DigestAuthenticator, make_account
 from pylime.keyserver.core import DEFAULT_MAX_OPKS_PER_DEVICE, KeyServer, open_storage
 from pylime.keyserver.protocol import CONTENT_TYPE, KEY_SIZES, ErrorCode, MessageType
-from pylime.keyserver.storage import SQLiteStorage, Storage, StorageError
+from pylime.keyserver.storage import Account, SQLiteStorage, Storage, StorageError
 
+# ServerThread and serve (pylime.keyserver.service) need uvicorn, an optional dependency
+# (pip install pylime[server]), so they are not imported here.
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_MAX_OPKS_PER_DEVICE",
     "KEY_SIZES",
+    "Account",
+    "DigestAuthenticator",
     "ErrorCode",
     "KeyServer",
+    "KeyServerApp",
     "MessageType",
     "SQLiteStorage",
+    "ServerConfig",
     "Storage",
     "StorageError",
+    "make_account",
     "open_storage",
 ]

@@ -4,7 +4,7 @@ HTTP rules (keyserver.md §4.5): X3DH requests are ``POST`` with ``x3dh/octet-st
 path; the device id comes from ``X-Lime-user-identity`` or else ``From``. Protocol errors are
 X3DH error messages inside HTTP 200 (that is what lime reads); transport and authentication
 failures are real HTTP statuses: 401 (with a Digest challenge), 403 (another account's
-device), 405, 413 (body over the cap). ``GET /health`` answers 200 when the database does.
+device), 405, 408 (body too slow), 413 (body over the cap), 503 (database down). ``GET /health`` answers 200 when the database does.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class ServerConfig:
     lifetime: float = 0.0
     nonce_lifetime: float = 300.0
     algorithms: tuple[str, ...] = field(default=("SHA-256", "MD5"))
+    body_timeout: float = 30.0  # seconds to receive a whole body (a trickling client gets 408)
 
     def __post_init__(self) -> None:
         if not self.open and not self.realm:
@@ -230,7 +231,14 @@ class KeyServerApp:
             await self._respond(send, 405, b"POST only\n", text, [(b"allow", b"POST")])
             return
         try:
-            body = await self._read_body(scope, receive)
+            body = await asyncio.wait_for(
+                self._read_body(scope, receive), timeout=self.config.body_timeout
+            )
+        except asyncio.TimeoutError:  # noqa: UP041 (a distinct class on Python 3.10)
+            await self._respond(
+                send, 408, b"request body too slow\n", text, [(b"connection", b"close")]
+            )
+            return
         except _TooLarge:
             await self._respond(
                 send, 413, b"request body too large\n", text, [(b"connection", b"close")]

@@ -352,3 +352,48 @@ def test_async_transport_round_trip(live_sqlite: Live) -> None:
 
     first, second = asyncio.run(run())
     assert first == (200, hdr(9, 2)) and second[1][:3] == hdr(8, 2)
+
+
+def test_trickling_body_gets_408(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    """A client that announces a body and never sends it is answered 408, not waited on."""
+    import socket
+    import ssl
+
+    with (
+        KeyServer() as server,
+        ServerThread(
+            ServerConfig(open=True, body_timeout=0.5),
+            server=server,
+            cert=tls_files[0],
+            key=tls_files[1],
+        ) as thread,
+    ):
+        ctx = ssl.create_default_context(cafile=str(tls_files[0]))
+        with (
+            socket.create_connection(("127.0.0.1", thread.port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(
+                b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: x3dh/octet-stream\r\n"
+                b"Content-Length: 100\r\n\r\n\x01\x05"
+            )
+            assert tls.recv(100).startswith(b"HTTP/1.1 408")
+
+
+def test_logs_carry_no_secret(live_sqlite: Live, caplog: pytest.LogCaptureFixture) -> None:
+    """Auth failures, refusals and normal traffic log no password, HA1 or key bytes."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="pylime")
+    d = Device(ALICE, Curve.C25519)
+    live_sqlite.transport("alice", "Wr0ngPassw0rd").post(live_sqlite.url, ALICE, d.register())
+    alice = live_sqlite.transport("alice")
+    alice.post(live_sqlite.url, ALICE, d.register())
+    live_sqlite.transport("bob").post(live_sqlite.url, ALICE, hdr(0x02, 1))
+    alice.post(live_sqlite.url, ALICE, get_bundles(1, ALICE))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused" in text  # the failures were logged...
+    account = make_account("alice", REALM, "alice-pw")
+    for secret in ("Wr0ngPassw0rd", "alice-pw", "bob-pw", account.ha1_md5, account.ha1_sha256):
+        assert secret not in text  # ...without secrets
+    assert d.ik.hex()[:16] not in text and repr(d.ik)[2:20] not in text

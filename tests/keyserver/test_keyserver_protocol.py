@@ -135,3 +135,12 @@ def test_all_is_sorted_and_complete() -> None:
     assert p.__all__ == sorted(p.__all__, key=lambda n: (not n.isupper(), n))
     for name in p.__all__:
         assert hasattr(p, name)
+
+
+def test_package_all_is_sorted_and_complete() -> None:
+    """pylime.keyserver.__all__ is sorted (constants first) and every name exists."""
+    import pylime.keyserver as ks
+
+    assert ks.__all__ == sorted(ks.__all__, key=lambda n: (not n.isupper(), n))
+    for name in ks.__all__:
+        assert hasattr(ks, name)
