@@ -108,6 +108,9 @@ class PostgresStorage(Storage):
                 timeout=timeout,
                 open=False,
                 name="pylime-keyserver",
+                # Single statements run as their own transaction (one round trip); operations
+                # of several statements open an explicit transaction (see _tx).
+                kwargs={"autocommit": True},
             )
             self._pool.open(wait=True, timeout=timeout)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
@@ -144,9 +147,18 @@ class PostgresStorage(Storage):
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
-        """One transaction on a pooled connection; database failures become StorageError."""
+        """An explicit transaction on a pooled connection; failures become StorageError."""
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StorageError(f"PostgreSQL error: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def _auto(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A pooled connection in autocommit: each statement is atomic on its own."""
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
                 yield cur
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StorageError(f"PostgreSQL error: {type(exc).__name__}: {exc}") from exc
@@ -203,7 +215,7 @@ class PostgresStorage(Storage):
             return RegisterOutcome.CREATED
 
     def delete_user(self, curve: Curve, device_id: str) -> bool:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "DELETE FROM lime_users WHERE curve = %s AND user_id = %s", (int(curve), device_id)
             )
@@ -212,7 +224,7 @@ class PostgresStorage(Storage):
     def set_spk(
         self, curve: Curve, device_id: str, spk: bytes, spk_sig: bytes, spk_id: int
     ) -> bool:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "UPDATE lime_users SET spk = %s, spk_sig = %s, spk_id = %s"
                 " WHERE curve = %s AND user_id = %s",
@@ -242,41 +254,44 @@ class PostgresStorage(Storage):
 
     def take_bundles(self, curve: Curve, device_ids: Sequence[str]) -> list[StoredBundle | None]:
         out: list[StoredBundle | None] = []
-        with self._tx() as cur:
+        with self._auto() as cur:
             for device_id in device_ids:
+                # One statement, so one round trip and its own transaction: read the device's
+                # keys and claim its oldest OPk. SKIP LOCKED: a concurrent fetch holding the
+                # oldest OPk makes us take the next one rather than wait, never the same one.
                 cur.execute(
-                    "SELECT uid, ik, spk, spk_sig, spk_id FROM lime_users"
-                    " WHERE curve = %s AND user_id = %s",
+                    "WITH u AS (SELECT uid, ik, spk, spk_sig, spk_id FROM lime_users"
+                    "  WHERE curve = %s AND user_id = %s),"
+                    " o AS (DELETE FROM lime_opks WHERE id = ("
+                    "  SELECT id FROM lime_opks WHERE uid = (SELECT uid FROM u)"
+                    "  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING opk, opk_id)"
+                    " SELECT u.ik, u.spk, u.spk_sig, u.spk_id, o.opk, o.opk_id"
+                    " FROM u LEFT JOIN o ON true",
                     (int(curve), device_id),
                 )
                 row = cur.fetchone()
                 if row is None:
                     out.append(None)
                     continue
-                keys = UserKeys(bytes(row[1]), bytes(row[2]), bytes(row[3]), int(row[4]))
-                # SKIP LOCKED: a concurrent transaction holding the oldest OPk makes us take
-                # the next one instead of waiting for it, and never the same one.
-                cur.execute(
-                    "DELETE FROM lime_opks WHERE id = ("
-                    " SELECT id FROM lime_opks WHERE uid = %s ORDER BY id LIMIT 1"
-                    " FOR UPDATE SKIP LOCKED) RETURNING opk, opk_id",
-                    (row[0],),
-                )
-                opk_row = cur.fetchone()
-                opk = None if opk_row is None else OPk(bytes(opk_row[0]), int(opk_row[1]))
+                keys = UserKeys(bytes(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]))
+                opk = None if row[4] is None else OPk(bytes(row[4]), int(row[5]))
                 out.append(StoredBundle(keys, opk))
         return out
 
     def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
-        with self._tx() as cur:
-            uid = self._uid(cur, curve, device_id)
-            if uid is None:
+        with self._auto() as cur:
+            cur.execute(
+                "SELECT o.opk_id FROM lime_users u LEFT JOIN lime_opks o USING (uid)"
+                " WHERE u.curve = %s AND u.user_id = %s ORDER BY o.id",
+                (int(curve), device_id),
+            )
+            rows = cur.fetchall()
+            if not rows:
                 return None
-            cur.execute("SELECT opk_id FROM lime_opks WHERE uid = %s ORDER BY id", (uid,))
-            return [int(r[0]) for r in cur.fetchall()]
+            return [int(r[0]) for r in rows if r[0] is not None]
 
     def opk_count(self, device_id: str, curve: Curve | None = None) -> int:
-        with self._tx() as cur:
+        with self._auto() as cur:
             if curve is None:
                 cur.execute(
                     "SELECT count(*) FROM lime_opks o JOIN lime_users u USING (uid)"
@@ -293,14 +308,14 @@ class PostgresStorage(Storage):
             return int(row[0]) if row else 0
 
     def expire_users(self, now: float) -> int:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "DELETE FROM lime_users WHERE expires IS NOT NULL AND expires <= %s", (now,)
             )
             return cur.rowcount
 
     def put_account(self, account: Account) -> bool:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "INSERT INTO lime_accounts (username, realm, ha1_md5, ha1_sha256)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (username, realm) DO UPDATE"
@@ -312,14 +327,14 @@ class PostgresStorage(Storage):
             return bool(row and row[0])
 
     def remove_account(self, username: str, realm: str) -> bool:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "DELETE FROM lime_accounts WHERE username = %s AND realm = %s", (username, realm)
             )
             return cur.rowcount > 0
 
     def get_account(self, username: str, realm: str) -> Account | None:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "SELECT ha1_md5, ha1_sha256 FROM lime_accounts WHERE username = %s AND realm = %s",
                 (username, realm),
@@ -328,7 +343,7 @@ class PostgresStorage(Storage):
             return None if row is None else Account(username, realm, row[0], row[1])
 
     def list_accounts(self) -> list[tuple[str, str]]:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute("SELECT username, realm FROM lime_accounts ORDER BY realm, username")
             return [(r[0], r[1]) for r in cur.fetchall()]
 
@@ -346,7 +361,7 @@ class PostgresStorage(Storage):
             return bytes(row[0])
 
     def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute(
                 "INSERT INTO lime_nonces (nonce, nc, expires) VALUES (%s, %s, %s)"
                 " ON CONFLICT (nonce) DO UPDATE SET nc = excluded.nc"
@@ -356,12 +371,12 @@ class PostgresStorage(Storage):
             return cur.rowcount > 0
 
     def purge_nonces(self, now: float) -> int:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute("DELETE FROM lime_nonces WHERE expires <= %s", (now,))
             return cur.rowcount
 
     def ping(self) -> None:
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute("SELECT 1")
             cur.fetchone()
 
@@ -372,5 +387,5 @@ class PostgresStorage(Storage):
 
     def drop_everything(self) -> None:
         """Delete every row (tests and benchmarks reuse one database)."""
-        with self._tx() as cur:
+        with self._auto() as cur:
             cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts, lime_nonces")
