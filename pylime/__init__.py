@@ -29,6 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pylime.async_manager import AsyncManager
     from pylime.manager import Manager
+    from pylime.reference.diagnose import diagnose
 
 
 def __getattr__(name: str) -> object:
@@ -42,6 +43,10 @@ def __getattr__(name: str) -> object:
         from pylime.async_manager import AsyncManager
 
         return AsyncManager
+    if name == "diagnose":  # the reference's analysis of a refused message (pure Python)
+        from pylime.reference.diagnose import diagnose
+
+        return diagnose
     raise AttributeError(f"module 'pylime' has no attribute {name!r}")
 
 
@@ -67,4 +72,5 @@ __all__ = [
     "TransportError",
     "UserExistsError",
     "UserNotFoundError",
+    "diagnose",
 ]
