@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from pylime import errors
-from pylime.reference import diagnose
+from pylime import diagnose
 from pylime.types import Policy
 
 from .conftest import Net
