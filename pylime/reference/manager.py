@@ -5,9 +5,19 @@ the liblime binding mid-conversation. Key-server requests go through the same tr
 as the binding's. Where liblime only says "decryption failed", this class raises the
 precise :class:`~pylime.errors.DecryptionError` subclass.
 
-Differences from liblime that a caller can see are deliberate and few: operations are
-synchronous (no queued encryptions), a key server that leaves a requested device out of
-its peerBundle answer makes that device FAIL instead of being re-requested forever.
+Differences from liblime that a caller can see are deliberate and few:
+
+- operations are synchronous (liblime queues encryptions while a bundle request is out);
+- a key server that leaves a requested device out of its peerBundle answer makes that
+  device FAIL, where liblime would request it again and again;
+- ``is_user`` reads the database only: a user whose registration was answered with a
+  non-registerUser acknowledgement stays inactive and is not a user here, whereas
+  liblime's in-memory cache still reports it.
+
+liblime's quirks are kept on purpose, and pinned by tests/conformance: a replayed first
+message without OPk decrypts again (a fresh X3DH session), bytes between the seed and the
+tag of a cipher-mode DR message are ignored, an acknowledgement answering getPeerBundle
+ends encrypt with nothing encrypted and no error.
 """
 
 from __future__ import annotations
