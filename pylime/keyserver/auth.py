@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -108,16 +108,33 @@ class AuthResult:
     reason: str = ""
 
 
+# One auth-param of RFC 7616: name=token or name="quoted string" (with backslash escapes).
+_PARAM = re.compile(
+    r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)'
+)
+
+
 def _parse_authorization(header: str) -> dict[str, str] | None:
+    """The parameters of a Digest Authorization header (names lower-cased), or None."""
     scheme, _, params = header.strip().partition(" ")
     if scheme.lower() != "digest":
         return None
-    try:
-        items = urllib.request.parse_http_list(params)
-        fields = urllib.request.parse_keqv_list([i.strip() for i in items if "=" in i])
-    except (ValueError, IndexError):
-        return None
-    return {k.lower(): v for k, v in fields.items()}
+    fields: dict[str, str] = {}
+    pos = 0
+    params = params.strip()
+    while pos < len(params):
+        m = _PARAM.match(params, pos)
+        if m is None or m.end() == pos:
+            return None
+        name, quoted, token = m.group(1).lower(), m.group(2), m.group(3)
+        if name in fields:
+            return None  # each directive at most once (RFC 7616 §3.4)
+        if quoted is None:
+            fields[name] = token
+        else:
+            fields[name] = re.sub(r"\\(.)", r"\1", quoted) if "\\" in quoted else quoted
+        pos = m.end()
+    return fields
 
 
 class DigestAuthenticator:

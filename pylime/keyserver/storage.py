@@ -16,9 +16,10 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pylime.errors import LimeError
 from pylime.keyserver.protocol import OPk
@@ -35,6 +36,8 @@ __all__ = [
     "UserKeys",
     "is_storable_device_id",
 ]
+
+T = TypeVar("T")
 
 # Bumped when the schema changes; a newer database is refused rather than misread.
 SCHEMA_VERSION = 1
@@ -280,6 +283,8 @@ class SQLiteStorage(Storage):
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # From now on lock waits are ours (see _begin_immediate and _read).
+            self._conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite database: {exc}") from exc
 
@@ -287,7 +292,7 @@ class SQLiteStorage(Storage):
         return f"SQLiteStorage({self.path!r})"
 
     @contextmanager
-    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+    def _tx(self, write: bool = True, map_errors: bool = True) -> Iterator[sqlite3.Cursor]:
         """One transaction under the connection lock; SQLite errors become StorageError.
 
         Writers take the write lock up front (BEGIN IMMEDIATE), so a transaction never fails
@@ -308,7 +313,7 @@ class SQLiteStorage(Storage):
             except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                if map_errors and isinstance(exc, sqlite3.Error):
                     raise StorageError(f"SQLite error: {exc}") from exc
                 raise
             finally:
@@ -317,29 +322,42 @@ class SQLiteStorage(Storage):
     def _begin_immediate(self, cur: sqlite3.Cursor) -> None:
         """BEGIN IMMEDIATE, waiting for another process's write lock with short sleeps.
 
-        SQLite's own busy handler sleeps in steps of up to 100 ms, which under steady
-        contention between server processes turns into tens of milliseconds per request;
-        polling from 50 µs upwards keeps the wait close to the other writer's hold time.
+        The connection's own busy handler is off: SQLite sleeps in steps of up to 100 ms,
+        which under steady contention between server processes turns into tens of
+        milliseconds per request; polling from 50 µs upwards keeps the wait close to the
+        other writer's hold time.
         """
-        if self._in_memory:
-            cur.execute("BEGIN IMMEDIATE")
-            return
-        cur.execute("PRAGMA busy_timeout = 0")
+        self._retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
+
+    def _retry_busy(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it does not fail with SQLITE_BUSY, for at most the timeout."""
+        delay = 50e-6
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2e-3)
+
+    def _read(self, query: Callable[[sqlite3.Cursor], T]) -> T:
+        """Run a read-only query in a deferred transaction, retried if a lock is in the way.
+
+        In WAL mode readers practically never wait; the retry covers the rare moments
+        (another process recovering or resetting the WAL) when they must.
+        """
+
+        def attempt() -> T:
+            with self._tx(write=False, map_errors=False) as cur:
+                return query(cur)
+
         try:
-            delay = 50e-6
-            deadline = time.monotonic() + self._timeout
-            while True:
-                try:
-                    cur.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    busy = "locked" in str(exc) or "busy" in str(exc)
-                    if not busy or time.monotonic() > deadline:
-                        raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2e-3)
-        finally:
-            cur.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            return self._retry_busy(attempt)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite error: {exc}") from exc
 
     @staticmethod
     def _uid(cur: sqlite3.Cursor, curve: Curve, device_id: str) -> int | None:
@@ -434,15 +452,17 @@ class SQLiteStorage(Storage):
         return out
 
     def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
-        with self._tx(write=False) as cur:
+        def query(cur: sqlite3.Cursor) -> list[int] | None:
             uid = self._uid(cur, curve, device_id)
             if uid is None:
                 return None
             rows = cur.execute("SELECT OPk_id FROM OPk WHERE Uid = ? ORDER BY id", (uid,))
             return [int(r[0]) for r in rows.fetchall()]
 
+        return self._read(query)
+
     def opk_count(self, device_id: str, curve: Curve | None = None) -> int:
-        with self._tx(write=False) as cur:
+        def query(cur: sqlite3.Cursor) -> int:
             if curve is None:
                 row = cur.execute(
                     "SELECT count(*) FROM OPk JOIN Users USING (Uid) WHERE UserId = ?",
@@ -455,6 +475,8 @@ class SQLiteStorage(Storage):
                     (int(curve), device_id),
                 ).fetchone()
             return int(row[0])
+
+        return self._read(query)
 
     def expire_users(self, now: float) -> int:
         with self._tx() as cur:
@@ -480,17 +502,21 @@ class SQLiteStorage(Storage):
             return cur.rowcount > 0
 
     def get_account(self, username: str, realm: str) -> Account | None:
-        with self._tx(write=False) as cur:
+        def query(cur: sqlite3.Cursor) -> Account | None:
             row = cur.execute(
                 "SELECT HA1_MD5, HA1_SHA256 FROM Accounts WHERE Username = ? AND Realm = ?",
                 (username, realm),
             ).fetchone()
             return None if row is None else Account(username, realm, row[0], row[1])
 
+        return self._read(query)
+
     def list_accounts(self) -> list[tuple[str, str]]:
-        with self._tx(write=False) as cur:
+        def query(cur: sqlite3.Cursor) -> list[tuple[str, str]]:
             rows = cur.execute("SELECT Username, Realm FROM Accounts ORDER BY Realm, Username")
             return [(r[0], r[1]) for r in rows.fetchall()]
+
+        return self._read(query)
 
     def server_secret(self) -> bytes:
         with self._tx() as cur:
@@ -516,8 +542,7 @@ class SQLiteStorage(Storage):
             return cur.rowcount
 
     def ping(self) -> None:
-        with self._tx(write=False) as cur:
-            cur.execute("SELECT 1").fetchone()
+        self._read(lambda cur: cur.execute("SELECT 1").fetchone())
 
     def close(self) -> None:
         with self._lock:

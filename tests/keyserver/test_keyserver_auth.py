@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pylime.keyserver import KeyServer
 from pylime.keyserver.auth import (
@@ -240,3 +242,22 @@ def test_removed_account_is_refused_after_the_cache_ttl(
     assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is not None
     clock.now += 6
     assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is None
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.one_of(
+        st.text(max_size=300), st.builds(lambda t: "Digest " + t, st.text(max_size=300))
+    )
+)
+def test_authenticate_never_raises(auth: DigestAuthenticator, header: str) -> None:
+    """Any Authorization header is refused or accepted, never an exception."""
+    assert auth.authenticate("POST", URI, header).account is None
+
+
+def test_duplicate_directives_are_refused(auth: DigestAuthenticator) -> None:
+    """A header repeating a directive (two responses, say) is not a valid answer."""
+    good = answer(auth.challenge()[0])
+    assert auth.authenticate("POST", URI, good + ', response="' + "0" * 64 + '"').account is None
