@@ -197,10 +197,14 @@ def build_multipart(parts: Sequence[Part], boundary: str) -> bytes:
     """Frame parts exactly as belle-sip does: no preamble, CRLF everywhere, closing ``--b--`` CRLF.
 
     Raises:
-        MalformedMultipartError: the boundary is not a token or occurs inside a part.
+        MalformedMultipartError: the boundary is not a token or occurs inside a part, or the
+            last part is empty (belle-sip 5.1.64 crashes on that).
     """
     if not _TOKEN_RE.match(boundary):
         raise MalformedMultipartError("the boundary must be 1 to 70 token characters (it is sent unquoted)")
+    if parts and not parts[-1].body:
+        # belle-sip 5.1.64 dereferences a missing part when the last body is empty: SIGSEGV.
+        raise MalformedMultipartError("the last part is empty (Linphone 5.1.65 crashes on it)")
     dash = b"--" + boundary.encode("ascii")
     chunks: list[bytes] = []
     for index, part in enumerate(parts):
@@ -235,11 +239,15 @@ def build_envelope(
     Raises:
         InvalidDeviceIdError: a device id or the sender is not a bare SIP URI.
         MalformedMultipartError: a bad fixed boundary.
-        EnvelopeError: no key part.
+        EnvelopeError: no key part, or an empty cipher message.
     """
     _check_address(envelope.sender, "the sender")
     if not envelope.key_parts:
         raise EnvelopeError("an envelope needs at least one application/lime part")
+    if not envelope.cipher_message:
+        # lime's cipher message is never empty (it carries a 16-byte tag); and an empty last
+        # part kills a Linphone 5.1.65 receiver.
+        raise EnvelopeError("the cipher message is empty")
     parts: list[Part] = []
     if envelope.message_id is not None:
         if any(c in envelope.message_id for c in "\r\n"):
@@ -375,7 +383,7 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         NotEncryptedError: the Content-Type is not ``multipart/encrypted`` (lime protocol or none).
         MissingBoundaryError: no boundary parameter.
         MalformedMultipartError: preamble, bare-LF line endings, missing closing delimiter,
-            or a part without headers.
+            a part without headers, or an empty last part.
     """
     dash = b"--" + _boundary_of(content_type).encode("utf-8", "surrogateescape")
     if not body.startswith(dash):
@@ -399,6 +407,8 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         if rest.startswith(b"--"):
             if rest[2:] not in (b"", b"\r\n"):
                 raise MalformedMultipartError("data after the closing delimiter")
+            if not parts[-1].body:
+                raise MalformedMultipartError("the last part is empty (Linphone 5.1.65 crashes on it)")
             return parts
         if not rest.startswith(b"\r\n"):
             raise MalformedMultipartError("no CRLF after a boundary")

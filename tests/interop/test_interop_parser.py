@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pylime.linphone import parse_envelope
+from pylime.linphone import Envelope, KeyPart, build_envelope, parse_envelope
+from pylime.linphone.envelope import Part, build_multipart, new_boundary
 from pylime.linphone.errors import EnvelopeError, MalformedMultipartError, MissingBoundaryError
-from tests.interop.variants import BOB, crash_variants, sample_body
+from tests.interop.variants import ALICE, BOB, crash_variants, sample_body
 
 EXPECTED = {
     "boundary-first": MalformedMultipartError,
@@ -14,6 +15,7 @@ EXPECTED = {
     "lf-line-endings": MalformedMultipartError,
     "preamble": MalformedMultipartError,
     "boundary-missing": MissingBoundaryError,
+    "empty-last-part": MalformedMultipartError,
 }
 
 
@@ -36,3 +38,12 @@ def test_parser_accepts_the_spellings_linphone_survives():
         f'Multipart/Encrypted;boundary="{boundary}";protocol="application/lime"',
     ):
         assert parse_envelope(content_type, good.body).device_ids == (BOB,)
+
+
+def test_builder_refuses_an_empty_cipher_message():
+    """lime's DR-message policy yields an empty cipher message; as the last part it kills 5.1.65."""
+    envelope = Envelope(ALICE, "m", (KeyPart(BOB, b"\x01\x00\x01"),), b"")
+    with pytest.raises(EnvelopeError, match="empty"):
+        build_envelope(envelope)
+    with pytest.raises(MalformedMultipartError, match="last part is empty"):
+        build_multipart([Part((("Content-Type", "text/plain"),), b"")], new_boundary())

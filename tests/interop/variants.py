@@ -28,4 +28,14 @@ def crash_variants() -> dict[str, tuple[str, bytes]]:
         "lf-line-endings": (ct, body.replace(b"\r\n", b"\n")),
         "preamble": (ct, b"This is a preamble.\r\n" + body),
         "boundary-missing": ('multipart/encrypted;protocol="application/lime"', body),
+        # Found by the wire property test: an empty body in the last part (e.g. an empty
+        # cipher message, what lime's DR-message policy yields) is a SIGSEGV too.
+        "empty-last-part": (ct, _empty_last_body(body, boundary)),
     }
+
+
+def _empty_last_body(body: bytes, boundary: str) -> bytes:
+    """``body`` with the last part's content removed (its headers kept)."""
+    closing = b"\r\n--" + boundary.encode() + b"--\r\n"
+    last_headers = body[: body.rindex(closing)].rsplit(b"\r\n\r\n", 1)[0]
+    return last_headers + b"\r\n\r\n" + closing

@@ -24,7 +24,7 @@ def _envelopes() -> list[env.Envelope]:
     devices = [f"sip:u{i}@example.org;gr=urn:uuid:00000000-0000-4000-8000-{i:012d}" for i in range(5)]
     return [
         golden_envelope(),
-        env.Envelope(ALICE_PHONE, None, (env.KeyPart(BOB_PHONE, b"\x01\x00\x01"),), b""),
+        env.Envelope(ALICE_PHONE, None, (env.KeyPart(BOB_PHONE, b"\x01\x00\x01"),), b"\x00"),
         env.Envelope(ALICE_PHONE, "Xy12", tuple(env.KeyPart(d, os.urandom(87 + i)) for i, d in
                                                enumerate(devices)), os.urandom(3000), True),
     ]

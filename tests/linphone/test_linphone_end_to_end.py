@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from pylime import DecryptionError, EncryptionError, PeerStatus
+from pylime import DecryptionError, EncryptionError, PeerStatus, Policy
 from pylime.keyserver import KeyServer
 from pylime.keyserver.protocol import GetPeerBundle, PeerBundle, parse_request, parse_response
 from pylime.linphone import (
@@ -89,7 +89,8 @@ def test_real_lime_rejects_a_forged_inner_from_and_reports_a_missing_device(worl
     """Inner CPIM from Carol in an envelope from Alice is refused; Carol has no key part."""
     alice, bob, carol = world.device("alice"), world.device("bob"), world.device("carol")
     forged = build_text_cpim(carol.device_id, ROOM, "carol says hi").to_bytes()
-    result = alice.manager.encrypt(alice.device_id, recipient_user_id(ROOM), [bob.device_id], forged)
+    result = alice.manager.encrypt(alice.device_id, recipient_user_id(ROOM), [bob.device_id], forged,
+                                   Policy.CIPHER_MESSAGE)
     (mine,) = result.recipients
     body = build_envelope(Envelope(alice.device_id, "m", (KeyPart(bob.device_id, mine.dr_message),),
                                    result.cipher_message))

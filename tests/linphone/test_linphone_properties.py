@@ -18,7 +18,7 @@ envelopes = st.builds(
     message_id=st.one_of(st.none(), st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=12)),
     key_parts=st.lists(st.builds(env.KeyPart, devices, st.binary(max_size=300)), min_size=1, max_size=5,
                        unique_by=lambda k: k.device_id).map(tuple),
-    cipher_message=st.binary(max_size=600),
+    cipher_message=st.binary(min_size=1, max_size=600),
     cipher_deflated=st.booleans(),
 )
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
