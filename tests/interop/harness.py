@@ -123,7 +123,10 @@ class PeerProcess:
             self.proc.wait(5)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
-                stream.close()
+                try:
+                    stream.close()
+                except OSError:  # the child is gone: nothing left to flush to
+                    pass
 
     def __enter__(self) -> PeerProcess:  # noqa: PYI034
         return self
