@@ -26,6 +26,11 @@ requires_linphone = pytest.mark.skipif(bool(LINPHONE_MISSING), reason=LINPHONE_M
 """For tests that start liblinphone peers themselves; the ``peer`` fixture skips on its own."""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Our marker: ``lime_options({...})`` adds ``[lime]`` settings to the clients of a test."""
+    config.addinivalue_line("markers", "lime_options(dict): [lime] rc settings for the interop clients")
+
+
 @pytest.fixture
 def transcript(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transcript]:
     """A transcript written, pass or fail, to the tmp dir and to tests/interop/artifacts/."""

@@ -1,0 +1,90 @@
+"""Two or more real Linphone clients on our proxy and our HTTPS key server, ready to call or chat."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pylime.keyserver.service import ServerThread
+from tests.interop.harness import PeerProcess, RecordingKeyServer
+from tests.interop.sipproxy import SipProxy
+
+__all__ = ["Clients", "account_rc", "start_clients"]
+
+
+def account_rc(
+    name: str,
+    proxy: SipProxy,
+    keyserver_port: int,
+    cert: Path,
+    core_dir: Path,
+    *,
+    lime: dict[str, object] | None = None,
+    account: dict[str, object] | None = None,
+) -> dict[str, dict[str, object]]:
+    """The rc sections of a client with one account on ``proxy`` and lime on our key server.
+
+    Identities and the proxy share the domain ``localhost`` (127.0.0.1 only), so that 5.1.65
+    routes calls and messages to a device GRUU through the proxy (linphone-5.1.65.md §3.1).
+    """
+    return {
+        "proxy_0": {
+            "reg_proxy": proxy.uri,
+            "reg_identity": f'"{name}" <sip:{name}@{proxy.domain}>',
+            "reg_expires": 3600,
+            "reg_sendregister": 1,
+            "publish": 0,
+            **(account or {}),
+        },
+        "lime": {
+            "lime_server_url": f"https://localhost:{keyserver_port}/lime-server",
+            "x3dh_db_path": core_dir / "x3dh.c25519.sqlite3",
+            **(lime or {}),
+        },
+        "sip": {"root_ca": cert, "media_encryption": "zrtp"},
+    }
+
+
+@dataclass
+class Clients:
+    """Registered liblinphone clients in one child process, and where they stand."""
+
+    peer: PeerProcess
+    proxy: SipProxy
+    keyserver: RecordingKeyServer
+    names: list[str]
+    registered: dict[str, Any]
+
+    def device_id(self, name: str) -> str:
+        """The client's GRUU, which is also its lime device id."""
+        return str(self.registered[name]["contact"])
+
+    def lime_dbs(self) -> dict[str, Any]:
+        """Every client's lime database (local users, peer devices and statuses)."""
+        return self.peer("lime_dbs")  # type: ignore[no-any-return]
+
+
+def start_clients(
+    peer: PeerProcess,
+    proxy: SipProxy,
+    keyserver: tuple[RecordingKeyServer, ServerThread],
+    cert: Path,
+    names: list[str],
+    *,
+    lime: dict[str, object] | None = None,
+    account: dict[str, object] | None = None,
+    timeout: float = 20.0,
+) -> Clients:
+    """Create one lime + ZRTP client per name, register them, wait for their lime users."""
+    server, thread = keyserver
+    for name in names:
+        rc = account_rc(name, proxy, thread.port, cert, peer.workdir / name, lime=lime, account=account)
+        info = peer("core", name=name, extra=_jsonable(rc), root_ca=str(cert), zrtp=True)
+        assert info["lime"], "the lime engine was not created"
+    registered = peer("register", names=names, timeout=timeout)
+    return Clients(peer, proxy, server, names, registered)
+
+
+def _jsonable(rc: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    return {s: {k: (str(v) if isinstance(v, Path) else v) for k, v in items.items()} for s, items in rc.items()}
