@@ -4,10 +4,15 @@ As the production lime-server does, the realm is the SIP domain and the accounts
 accounts: a device ``sip:alice@example.org;gr=...`` may only be registered, updated or deleted
 by the account ``alice`` of realm ``example.org``. The account store keeps HA1 values only.
 
-Nonces are stateless to issue (timestamp, random part and an HMAC under a secret shared
-through the database, so any server process accepts any other's nonce) and expire after
-``nonce_lifetime`` seconds. Their use is recorded in the database: each (nonce, nc) is accepted
-once and nc must grow, so a captured request cannot be replayed, even to another process.
+Nonces belong to the server process that issued them: a timestamp, a random part and an
+HMAC under a secret that lives only in that process's memory. The process remembers, for each
+nonce it has seen used, the highest nonce count (nc), and accepts a request only with a higher
+one, so a captured request cannot be replayed; nonces expire after ``nonce_lifetime``
+seconds. A nonce presented to another process (another worker, another machine, or the same
+server after a restart) is answered ``401`` with ``stale=true`` when the credentials are right,
+and the client simply answers the fresh challenge (httpx and belle-sip do). Keeping this state
+in memory spares every request a database write; a client keeps its nonce on its kept-alive
+connection, which stays with one process.
 """
 
 from __future__ import annotations
@@ -47,6 +52,13 @@ def _h(algorithm: str, data: str) -> str:
 def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
     """H(username:realm:password) in hex, as RFC 7616 defines it."""
     return _h(algorithm, f"{username}:{realm}:{password}")
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison of two strings, whatever characters an attacker put in them."""
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
 
 
 def digest_response(
@@ -141,12 +153,14 @@ class DigestAuthenticator:
     """Issues Digest challenges and checks Authorization headers against the account store.
 
     Args:
-        storage: where the accounts, the nonce secret and the nonce uses are kept.
+        storage: where the accounts are kept.
         realm: the SIP domain; only accounts of this realm can authenticate.
         algorithms: the challenge's algorithms, in order of preference (one header each).
         nonce_lifetime: seconds a nonce stays valid.
         account_cache_ttl: seconds an account read from the store is reused; a removed
             account or changed password takes effect in running servers after at most this.
+        max_nonces: the most nonces remembered at once; beyond it new nonces are refused
+            (as stale) until old ones expire, so memory stays bounded.
     """
 
     def __init__(
@@ -157,6 +171,7 @@ class DigestAuthenticator:
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         nonce_lifetime: float = 300.0,
         account_cache_ttl: float = 5.0,
+        max_nonces: int = 1_000_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         unknown = [a for a in algorithms if a.upper() not in ALGORITHMS]
@@ -169,9 +184,12 @@ class DigestAuthenticator:
         self.algorithms = tuple(a.upper() for a in algorithms)
         self.nonce_lifetime = nonce_lifetime
         self._clock = clock
-        self._secret = storage.server_secret()
-        # Fixed per database: clients must echo it back unchanged.
-        self._opaque = hmac.new(self._secret, b"opaque", hashlib.sha256).hexdigest()[:32]
+        # Per process, never stored: nonces are only valid where they were issued.
+        self._secret = secrets.token_bytes(32)
+        self._opaque = secrets.token_hex(16)  # clients echo it back unchanged
+        self._seen: dict[str, int] = {}  # nonce -> highest nc accepted
+        self._seen_lock = threading.Lock()
+        self._max_nonces = max_nonces
         self._next_purge = 0.0
         self._account_ttl = account_cache_ttl
         self._accounts: dict[str, tuple[float, Account]] = {}
@@ -198,7 +216,7 @@ class DigestAuthenticator:
         if len(parts) != 3:
             return None
         stamp, rand, mac = parts
-        if not hmac.compare_digest(mac, self._sign(stamp, rand)):
+        if not _same(mac, self._sign(stamp, rand)):
             return None
         try:
             return self._clock() - int(stamp, 16)
@@ -237,38 +255,49 @@ class DigestAuthenticator:
             return AuthResult(None, reason="qop must be auth")
         if f["uri"] != uri:
             return AuthResult(None, reason="uri does not match the request")
-        if "opaque" in f and not hmac.compare_digest(f["opaque"], self._opaque):
-            return AuthResult(None, reason="wrong opaque")
         try:
             nc = int(f["nc"], 16)
         except ValueError:
             return AuthResult(None, reason="bad nonce count")
         if len(f["nc"]) != 8 or nc < 1:
             return AuthResult(None, reason="bad nonce count")
-        nonce = f["nonce"]
-        age = self._nonce_age(nonce)
-        if age is None:
-            return AuthResult(None, reason="unknown nonce")
         account = self._account(f["username"])
         if account is None:
             return AuthResult(None, reason="unknown account")
         stored_ha1 = account.ha1(algorithm)
         if stored_ha1 is None:
             return AuthResult(None, reason="no HA1 for this algorithm")
+        nonce = f["nonce"]
         expected = digest_response(
             algorithm, stored_ha1, nonce, f["nc"], f["cnonce"], method, f["uri"]
         )
-        if not hmac.compare_digest(expected, f["response"].lower()):
+        if not _same(expected, f["response"].lower()):
             return AuthResult(None, reason="wrong password")
+        # The password is right; from here on a refusal only asks for a fresh nonce.
+        age = self._nonce_age(nonce)
+        if age is None or not _same(f.get("opaque", self._opaque), self._opaque):
+            return AuthResult(None, stale=True, reason="nonce not issued by this process")
         if age > self.nonce_lifetime or age < -60:
             return AuthResult(None, stale=True, reason="nonce expired")
         now = self._clock()
-        if not self.storage.use_nonce(nonce, nc, now - age + self.nonce_lifetime):
-            return AuthResult(None, reason="replayed nonce count")
-        if now >= self._next_purge:
-            self._next_purge = now + self.nonce_lifetime
-            self.storage.purge_nonces(now)
+        with self._seen_lock:
+            if now >= self._next_purge:
+                self._purge(now)
+            last = self._seen.get(nonce)
+            if last is None and len(self._seen) >= self._max_nonces:
+                return AuthResult(None, stale=True, reason="too many nonces in use")
+            if last is not None and nc <= last:
+                return AuthResult(None, reason="replayed nonce count")
+            self._seen[nonce] = nc
         return AuthResult(account)
+
+    def _purge(self, now: float) -> None:
+        """Forget expired nonces (they are refused by age anyway); called under the lock."""
+        self._next_purge = now + min(self.nonce_lifetime, 60.0)
+        horizon = int(now - self.nonce_lifetime) - 1
+        expired = [n for n in self._seen if int(n.split(".", 1)[0], 16) < horizon]
+        for n in expired:
+            del self._seen[n]
 
     def _account(self, username: str) -> Account | None:
         """The account, from a short-lived cache: most requests come from known devices."""

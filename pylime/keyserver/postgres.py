@@ -7,7 +7,6 @@ same statement, so concurrent fetches never hand out the same OPk and never wait
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -62,12 +61,6 @@ CREATE TABLE IF NOT EXISTS lime_accounts (
     ha1_sha256 TEXT NOT NULL,
     PRIMARY KEY (username, realm)
 );
-CREATE TABLE IF NOT EXISTS lime_nonces (
-    nonce TEXT PRIMARY KEY,
-    nc BIGINT NOT NULL,
-    expires DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lime_nonces_expires ON lime_nonces (expires);
 CREATE TABLE IF NOT EXISTS lime_config (
     name TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -347,34 +340,6 @@ class PostgresStorage(Storage):
             cur.execute("SELECT username, realm FROM lime_accounts ORDER BY realm, username")
             return [(r[0], r[1]) for r in cur.fetchall()]
 
-    def server_secret(self) -> bytes:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO lime_config (name, value) VALUES ('nonce_secret', %s)"
-                " ON CONFLICT (name) DO NOTHING",
-                (secrets.token_bytes(32),),
-            )
-            cur.execute("SELECT value FROM lime_config WHERE name = 'nonce_secret'")
-            row = cur.fetchone()
-            if row is None:
-                raise StorageError("nonce secret missing")
-            return bytes(row[0])
-
-    def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
-        with self._auto() as cur:
-            cur.execute(
-                "INSERT INTO lime_nonces (nonce, nc, expires) VALUES (%s, %s, %s)"
-                " ON CONFLICT (nonce) DO UPDATE SET nc = excluded.nc"
-                " WHERE lime_nonces.nc < excluded.nc",
-                (nonce, nc, expires_at),
-            )
-            return cur.rowcount > 0
-
-    def purge_nonces(self, now: float) -> int:
-        with self._auto() as cur:
-            cur.execute("DELETE FROM lime_nonces WHERE expires <= %s", (now,))
-            return cur.rowcount
-
     def ping(self) -> None:
         with self._auto() as cur:
             cur.execute("SELECT 1")
@@ -388,4 +353,4 @@ class PostgresStorage(Storage):
     def drop_everything(self) -> None:
         """Delete every row (tests and benchmarks reuse one database)."""
         with self._auto() as cur:
-            cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts, lime_nonces")
+            cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import enum
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -159,8 +158,7 @@ class Storage(abc.ABC):
     def expire_users(self, now: float) -> int:
         """Delete every device whose expiry time has passed; return how many."""
 
-    # Accounts and digest nonces live beside the keys, so every server process sharing the
-    # database shares them too.
+    # Accounts live beside the keys, so every server process sharing the database sees them.
 
     @abc.abstractmethod
     def put_account(self, account: Account) -> bool:
@@ -177,18 +175,6 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def list_accounts(self) -> list[tuple[str, str]]:
         """(username, realm) of every account, sorted."""
-
-    @abc.abstractmethod
-    def server_secret(self) -> bytes:
-        """A random 32-byte secret shared by all server processes, created on first use."""
-
-    @abc.abstractmethod
-    def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
-        """Record a use of (nonce, nonce count); False if nc is not above every earlier use."""
-
-    @abc.abstractmethod
-    def purge_nonces(self, now: float) -> int:
-        """Forget nonces that expired; return how many."""
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -227,16 +213,6 @@ CREATE TABLE IF NOT EXISTS Accounts (
     HA1_MD5 TEXT NOT NULL,
     HA1_SHA256 TEXT NOT NULL,
     PRIMARY KEY (Username, Realm)
-);
-CREATE TABLE IF NOT EXISTS Nonces (
-    Nonce TEXT PRIMARY KEY,
-    Nc INTEGER NOT NULL,
-    Expires REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS Nonces_Expires ON Nonces (Expires);
-CREATE TABLE IF NOT EXISTS Config (
-    Name TEXT PRIMARY KEY,
-    Value BLOB NOT NULL
 );
 """
 
@@ -517,29 +493,6 @@ class SQLiteStorage(Storage):
             return [(r[0], r[1]) for r in rows.fetchall()]
 
         return self._read(query)
-
-    def server_secret(self) -> bytes:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO Config (Name, Value) VALUES ('nonce_secret', ?)",
-                (secrets.token_bytes(32),),
-            )
-            row = cur.execute("SELECT Value FROM Config WHERE Name = 'nonce_secret'").fetchone()
-            return bytes(row[0])
-
-    def use_nonce(self, nonce: str, nc: int, expires_at: float) -> bool:
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO Nonces (Nonce, Nc, Expires) VALUES (?, ?, ?)"
-                " ON CONFLICT (Nonce) DO UPDATE SET Nc = excluded.Nc WHERE Nonces.Nc < excluded.Nc",
-                (nonce, nc, expires_at),
-            )
-            return cur.rowcount > 0
-
-    def purge_nonces(self, now: float) -> int:
-        with self._tx() as cur:
-            cur.execute("DELETE FROM Nonces WHERE Expires <= ?", (now,))
-            return cur.rowcount
 
     def ping(self) -> None:
         self._read(lambda cur: cur.execute("SELECT 1").fetchone())

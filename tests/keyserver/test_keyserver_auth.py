@@ -179,6 +179,8 @@ def test_forged_nonce_is_refused(auth: DigestAuthenticator) -> None:
     """A nonce the server did not issue is refused, even with a correct response for it."""
     c = auth.challenge()[0].replace('nonce="', 'nonce="0')
     assert auth.authenticate("POST", URI, answer(c)).account is None
+    c = auth.challenge()[0].replace('nonce="', 'nonce="caf\u00e9')  # not even ASCII
+    assert auth.authenticate("POST", URI, answer(c)).account is None
 
 
 @pytest.mark.parametrize(
@@ -212,15 +214,34 @@ def test_missing_or_garbage_credentials(auth: DigestAuthenticator, header: str |
     assert auth.authenticate("POST", URI, header).account is None
 
 
-def test_nonces_are_shared_through_the_database(clock: Clock) -> None:
-    """A nonce issued by one authenticator is accepted once by another on the same database."""
+def test_another_process_nonce_is_stale(clock: Clock) -> None:
+    """A nonce issued by another server process is refused as stale (the client just re-answers),
+    and a request replayed to that other process is refused too."""
     with KeyServer() as server:
         server.storage.put_account(make_account("alice", REALM, "alice-pw"))
         one = DigestAuthenticator(server.storage, REALM, clock=clock)
         two = DigestAuthenticator(server.storage, REALM, clock=clock)
         h = answer(one.challenge()[0])
-        assert two.authenticate("POST", URI, h).account is not None
-        assert one.authenticate("POST", URI, h).account is None  # replay to the other process
+        assert one.authenticate("POST", URI, h).account is not None
+        elsewhere = two.authenticate("POST", URI, h)
+        assert elsewhere.account is None and elsewhere.stale
+        wrong = two.authenticate("POST", URI, answer(one.challenge()[0], password="x"))
+        assert wrong.account is None and not wrong.stale  # no hint for a wrong password
+
+
+def test_nonce_memory_is_bounded(clock: Clock) -> None:
+    """Beyond max_nonces remembered nonces, new ones are refused as stale until old ones expire."""
+    with KeyServer() as server:
+        server.storage.put_account(make_account("alice", REALM, "alice-pw"))
+        auth = DigestAuthenticator(
+            server.storage, REALM, max_nonces=2, nonce_lifetime=60, clock=clock
+        )
+        for _ in range(2):
+            assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is not None
+        full = auth.authenticate("POST", URI, answer(auth.challenge()[0]))
+        assert full.account is None and full.stale
+        clock.now += 200  # the remembered nonces expire and are purged
+        assert auth.authenticate("POST", URI, answer(auth.challenge()[0])).account is not None
 
 
 def test_ownership_binds_user_and_domain(auth: DigestAuthenticator) -> None:

@@ -1,4 +1,4 @@
-"""The storage interface on every backend: accounts, nonces, secrets, and PostgreSQL specifics."""
+"""The storage interface on every backend: accounts, health, and PostgreSQL specifics."""
 
 from __future__ import annotations
 
@@ -24,31 +24,6 @@ def test_accounts_store_ha1_only(server: KeyServer) -> None:
     assert s.remove_account("alice", "example.org") is True
     assert s.remove_account("alice", "example.org") is False
     assert s.list_accounts() == [("bob", "example.org")]
-
-
-def test_nonce_counts_must_increase(server: KeyServer) -> None:
-    """A (nonce, nc) pair is accepted once; later uses need a higher nc."""
-    s = server.storage
-    assert s.use_nonce("n1", 1, expires_at=2e9) is True
-    assert s.use_nonce("n1", 1, expires_at=2e9) is False
-    assert s.use_nonce("n1", 3, expires_at=2e9) is True
-    assert s.use_nonce("n1", 2, expires_at=2e9) is False
-    assert s.use_nonce("n2", 1, expires_at=2e9) is True
-
-
-def test_expired_nonces_are_purged(server: KeyServer) -> None:
-    """purge_nonces forgets nonces whose expiry passed (they are refused by age anyway)."""
-    s = server.storage
-    s.use_nonce("old", 1, expires_at=100.0)
-    s.use_nonce("new", 1, expires_at=2e9)
-    assert s.purge_nonces(now=200.0) == 1
-    assert s.use_nonce("new", 1, expires_at=2e9) is False
-
-
-def test_server_secret_is_stable(server: KeyServer) -> None:
-    """The nonce secret is 32 random bytes, the same on every call."""
-    first = server.storage.server_secret()
-    assert len(first) == 32 and server.storage.server_secret() == first
 
 
 def test_ping_answers_and_fails_after_close(server: KeyServer) -> None:
