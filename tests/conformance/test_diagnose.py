@@ -6,8 +6,7 @@ import hashlib
 
 import pytest
 
-from pylime import errors
-from pylime import diagnose
+from pylime import diagnose, errors
 from pylime.types import Policy
 
 from .conftest import Net
