@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from pylime.keyserver import KeyServer
 
 __all__ = ["keyserver"]
 
@@ -24,7 +28,8 @@ _db_option = click.option(
 )
 
 
-def _open(db: str):  # type: ignore[no-untyped-def]
+def _open(db: str) -> KeyServer:
+    """Open the key database, turning a failure into a clean CLI error."""
     from pylime.keyserver import KeyServer, StorageError
 
     try:
