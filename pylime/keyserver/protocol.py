@@ -20,6 +20,7 @@ from pylime.errors import LimeError
 from pylime.types import Curve
 
 __all__ = [
+    "ANSWER_TYPE",
     "CONTENT_TYPE",
     "KEY_SIZES",
     "PROTOCOL_VERSION",
@@ -67,6 +68,17 @@ class MessageType(enum.IntEnum):
     SELF_OPKS = 0x08
     REGISTER_USER = 0x09
     ERROR = 0xFF
+
+
+#: The answer type a well-behaved server gives to each request type (besides ERROR).
+ANSWER_TYPE: dict[int, MessageType] = {
+    MessageType.REGISTER_USER: MessageType.REGISTER_USER,
+    MessageType.DELETE_USER: MessageType.DELETE_USER,
+    MessageType.POST_SPK: MessageType.POST_SPK,
+    MessageType.POST_OPKS: MessageType.POST_OPKS,
+    MessageType.GET_PEER_BUNDLE: MessageType.PEER_BUNDLE,
+    MessageType.GET_SELF_OPKS: MessageType.SELF_OPKS,
+}
 
 
 class ErrorCode(enum.IntEnum):
