@@ -43,13 +43,16 @@ def pairs(tmp_path_factory):
 
 
 @SETTINGS
-@given(rng=st.randoms(use_true_random=False), fresh=st.booleans(),
+@given(seed=st.integers(0, 2**32 - 1), fresh=st.integers(0, 9),
        policy=st.sampled_from([Policy.DR_MESSAGE, Policy.CIPHER_MESSAGE]),
        size=st.sampled_from([1, 31, 32, 33, 300]))
-def test_a_mutated_message_is_refused_without_a_trace(backend, curve, pairs, rng: random.Random,
-                                                     fresh, policy, size):
+def test_a_mutated_message_is_refused_without_a_trace(backend, curve, pairs, seed, fresh,
+                                                     policy, size):
     """Typed error, database unchanged, and the genuine message still decrypts."""
-    pair = pairs(backend, curve, fresh and rng.random() < 0.2)
+    # The recipe depends on the message's layout (X3DH init or not), which depends on the
+    # pair's history: draw a seed, not the recipe, so hypothesis sees consistent draws.
+    rng = random.Random(seed)
+    pair = pairs(backend, curve, fresh == 0)
     msg = pair.next_message(policy, size)
     recipe = F.random_recipe(rng, msg.dr, msg.cipher, curve)
     mutated, _ = F.apply_recipe(recipe, msg.dr, msg.cipher, curve)
