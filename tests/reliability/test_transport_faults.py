@@ -224,3 +224,30 @@ def test_a_silent_server_costs_one_timeout_per_request(world, faulty):
     assert elapsed < BOUND + SLACK
     assert faulty.longest < BOUND + 0.5
     assert no_pending(alice.manager)
+
+
+def test_a_request_refuses_a_second_answer(tmp_path, server):
+    """A key-server request is one-shot: answering it again raises instead of freeing twice."""
+    manager_module = pytest.importorskip("pylime.manager")
+    from pylime import bindings
+    from pylime._callbacks import Operation
+
+    manager = manager_module.Manager(tmp_path / "a.sqlite3", transport=server)
+    try:
+        state = manager._state
+        op = Operation()
+        state.pending.add(op)
+        device = b"sip:a@example.org;gr=1"
+        assert bindings.create_user(state.ptr, device, b"https://k", 1, 5, op.handle) == 0
+        request = state.queue.popleft()
+        code, body = server.post(request.url, request.sender, request.body)
+        request.answer(code, body)
+        with pytest.raises(RuntimeError, match="already answered"):
+            request.answer(code, body)  # a server that answers twice
+        with pytest.raises(RuntimeError):
+            request.answer(0, b"")
+        assert op.done and op.ok and request.answered
+        state.pending.discard(op)
+        assert manager.is_user(device.decode()) and no_pending(manager)
+    finally:
+        manager.close()
