@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from pylime.keyserver.service import ServerThread
 from tests.interop.harness import PeerProcess, RecordingKeyServer
 from tests.interop.sipproxy import SipProxy
 
-__all__ = ["Clients", "account_rc", "start_clients"]
+__all__ = ["FACTORY", "Clients", "account_rc", "registry", "start_clients", "start_focus"]
 
 
 def account_rc(
@@ -88,3 +89,33 @@ def start_clients(
 
 def _jsonable(rc: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
     return {s: {k: (str(v) if isinstance(v, Path) else v) for k, v in items.items()} for s, items in rc.items()}
+
+
+FACTORY = "sip:conference-factory@localhost"
+
+
+def start_focus(peer: PeerProcess, proxy: SipProxy, name: str = "focus") -> dict[str, Any]:
+    """A third core in conference-server mode (no lime), reached by the proxy for the factory and rooms.
+
+    As Flexisip's conference server sets it up: ``[misc] conference_server_enabled``, an account
+    whose identity is the factory URI that does not register, and rooms named ``chatroom-*``.
+    """
+    info = peer("server_core", name=name, extra={
+        "misc": {"conference_server_enabled": 1, "hide_empty_chat_rooms": 0,
+                 "hide_chat_rooms_from_removed_proxies": 0, "empty_chat_room_deletion": 0},
+        "proxy_0": {"reg_proxy": proxy.uri, "reg_route": proxy.uri, "reg_identity": f"<{FACTORY}>",
+                    "reg_sendregister": 0, "publish": 0, "conference_factory_uri": FACTORY},
+    })
+    target = ("127.0.0.1", int(info["udp"]))
+    proxy.routes["chatroom-"] = target
+    proxy.routes["conference-factory"] = target
+    return info  # type: ignore[no-any-return]
+
+
+def registry(proxy: SipProxy) -> dict[str, list[list[str]]]:
+    """AOR → [GRUU, +org.linphone.specs] of every registered device: what Flexisip's registrar knows."""
+    out: dict[str, list[list[str]]] = {}
+    for binding in proxy.bindings.values():
+        specs = re.search(r'\+org\.linphone\.specs="([^"]*)"', binding.contact_header)
+        out.setdefault(binding.aor, []).append([binding.gruu, specs.group(1) if specs else ""])
+    return out

@@ -109,6 +109,41 @@ _FUNCTIONS: list[tuple[str, Any, list[Any]]] = [
     ("linphone_call_get_remote_contact", _s, [_c]),
     ("linphone_call_params_get_custom_sdp_attribute", _s, [_c, _s]),
     ("linphone_call_params_get_media_encryption", _i, [_c]),
+    # chat rooms: client side
+    ("linphone_chat_message_get_utf8_text", _s, [_c]),
+    ("linphone_core_cbs_set_chat_room_state_changed", None, [_c, _c]),
+    ("linphone_core_create_default_chat_room_params", _c, [_c]),
+    ("linphone_chat_room_params_set_backend", None, [_c, _i]),
+    ("linphone_chat_room_params_enable_encryption", None, [_c, _i]),
+    ("linphone_chat_room_params_set_encryption_backend", None, [_c, _i]),
+    ("linphone_chat_room_params_enable_group", None, [_c, _i]),
+    ("linphone_chat_room_params_set_subject", None, [_c, _s]),
+    ("linphone_chat_room_params_unref", None, [_c]),
+    ("linphone_core_create_chat_room_6", _c, [_c, _c, _c, _c]),
+    ("linphone_chat_room_get_state", _i, [_c]),
+    ("linphone_chat_room_get_peer_address", _c, [_c]),
+    ("linphone_chat_room_get_security_level", _i, [_c]),
+    ("linphone_chat_room_create_message_from_utf8", _c, [_c, _s]),
+    ("linphone_chat_message_send", None, [_c]),
+    ("linphone_chat_message_get_state", _i, [_c]),
+    ("linphone_chat_message_ref", _c, [_c]),
+    ("linphone_chat_message_unref", None, [_c]),
+    ("linphone_chat_room_ref", _c, [_c]),
+    ("linphone_chat_room_unref", None, [_c]),
+    ("linphone_address_new", _c, [_s]),
+    ("linphone_address_unref", None, [_c]),
+    # chat rooms: conference server side
+    ("linphone_factory_create_chat_room_cbs", _c, [_c]),
+    ("linphone_chat_room_cbs_set_conference_address_generation", None, [_c, _c]),
+    ("linphone_chat_room_cbs_set_participant_registration_subscription_requested", None, [_c, _c]),
+    ("linphone_chat_room_add_callbacks", None, [_c, _c]),
+    ("linphone_chat_room_cbs_unref", None, [_c]),
+    ("linphone_chat_room_get_conference_address", _c, [_c]),
+    ("linphone_chat_room_set_conference_address", None, [_c, _c]),
+    ("linphone_factory_create_participant_device_identity", _c, [_c, _c, _s]),
+    ("linphone_participant_device_identity_set_capability_descriptor", None, [_c, _s]),
+    ("linphone_participant_device_identity_unref", None, [_c]),
+    ("linphone_chat_room_set_participant_devices", None, [_c, _c, _c]),
 ]
 
 if lib is not None:
@@ -123,11 +158,25 @@ if lib is not None:
     _bctbx.bctbx_list_get_data.argtypes = [_c]
     _bctbx.bctbx_free.restype = None
     _bctbx.bctbx_free.argtypes = [_c]
+    _bctbx.bctbx_list_append.restype = _c
+    _bctbx.bctbx_list_append.argtypes = [_c, _c]
+    _bctbx.bctbx_list_free.restype = _c
+    _bctbx.bctbx_list_free.argtypes = [_c]
 
 # C callback types (LinphoneCoreCbs): core, then the event's objects.
 MESSAGE_RECEIVED = ctypes.CFUNCTYPE(None, _c, _c, _c)
 IMEE_USER_REGISTRATION = ctypes.CFUNCTYPE(None, _c, ctypes.c_uint8, _s, _s)
 CALL_STATE_CHANGED = ctypes.CFUNCTYPE(None, _c, _c, _i, _s)
+CHAT_ROOM_STATE_CHANGED = ctypes.CFUNCTYPE(None, _c, _c, _i)
+# LinphoneChatRoomCbs
+CONFERENCE_ADDRESS_GENERATION = ctypes.CFUNCTYPE(None, _c)
+PARTICIPANT_REGISTRATION_SUBSCRIPTION_REQUESTED = ctypes.CFUNCTYPE(None, _c, _c)
+
+CHAT_ROOM_BACKEND_FLEXISIP = 1 << 1
+CHAT_ROOM_ENCRYPTION_LIME = 1 << 0
+CHAT_ROOM_INSTANTIATED = 1
+CHAT_ROOM_CREATED = 3
+CHAT_ROOM_CREATION_FAILED = 4
 
 LOG_MESSAGE = 1 << 2
 LOG_WARNING = 1 << 3
@@ -193,6 +242,8 @@ class ReceivedMessage:
     content_type: str | None
     sender: str | None
     contents: list[ReceivedPart]
+    text: str | None = None
+    room: str | None = None
 
 
 def read_content(content: int) -> ReceivedPart:
@@ -283,7 +334,11 @@ class Core:
         self.messages: list[ReceivedMessage] = []
         self.lime_users: list[tuple[bool, str | None, str | None]] = []
         self.call_states: list[tuple[int, str | None]] = []
+        self.room_states: list[tuple[int, int]] = []
+        self.created_rooms: list[int] = []  # owned by the core; valid while it lives
+        self.on_room_state: Callable[[int, int], None] | None = None
         self._keep: list[Any] = []
+        self.errors: list[str] = []
 
         factory = lib.linphone_factory_get()
         set_log_file(self.dir, log_level)
@@ -300,10 +355,12 @@ class Core:
         on_message = MESSAGE_RECEIVED(self._on_message)
         on_lime = IMEE_USER_REGISTRATION(self._on_lime_user)
         on_call = CALL_STATE_CHANGED(self._on_call_state)
-        self._keep += [on_message, on_lime, on_call]  # C holds these: keep them alive
+        on_room = CHAT_ROOM_STATE_CHANGED(self._on_room_state)
+        self._keep += [on_message, on_lime, on_call, on_room]  # C holds these: keep them alive
         lib.linphone_core_cbs_set_message_received(cbs, ctypes.cast(on_message, _c))
         lib.linphone_core_cbs_set_imee_user_registration(cbs, ctypes.cast(on_lime, _c))
         lib.linphone_core_cbs_set_call_state_changed(cbs, ctypes.cast(on_call, _c))
+        lib.linphone_core_cbs_set_chat_room_state_changed(cbs, ctypes.cast(on_room, _c))
         lib.linphone_core_add_callbacks(self.core, cbs)
         lib.linphone_core_cbs_unref(cbs)
         lib.linphone_core_set_use_files(self.core, 1)  # no sound card
@@ -325,13 +382,26 @@ class Core:
             contents = [read_content(c) for c in _walk(lib.linphone_chat_message_get_contents(msg))]
             sender = _take_string(lib.linphone_address_as_string_uri_only(
                 lib.linphone_chat_message_get_from_address(msg)))
+            peer = lib.linphone_chat_room_get_peer_address(room) if room else None
             self.messages.append(ReceivedMessage(
-                _str(lib.linphone_chat_message_get_content_type(msg)), sender, contents))
+                _str(lib.linphone_chat_message_get_content_type(msg)), sender, contents,
+                _str(lib.linphone_chat_message_get_utf8_text(msg)),
+                _take_string(lib.linphone_address_as_string_uri_only(peer)) if peer else None))
         except Exception as exc:  # noqa: BLE001 (never let an exception cross into C)
             self.messages.append(ReceivedMessage(f"<error {exc!r}>", None, []))
 
     def _on_lime_user(self, core: int, status: int, user_id: bytes | None, info: bytes | None) -> None:
         self.lime_users.append((bool(status), _str(user_id), _str(info)))
+
+    def _on_room_state(self, core: int, room: int, state: int) -> None:
+        self.room_states.append((room, state))
+        if state == CHAT_ROOM_CREATED:
+            self.created_rooms.append(room)
+        if self.on_room_state is not None:
+            try:
+                self.on_room_state(room, state)
+            except Exception as exc:  # noqa: BLE001 (never let an exception cross into C)
+                self.errors.append(repr(exc))
 
     def _on_call_state(self, core: int, call: int, state: int, message: bytes | None) -> None:
         self.call_states.append((state, _str(message)))
@@ -404,3 +474,30 @@ def run_for(cores: list[Core], seconds: float, step: float = 0.01) -> None:
         for core in cores:
             core.iterate()
         time.sleep(step)
+
+
+def address(uri: str) -> int:
+    """A new LinphoneAddress (the caller unrefs it)."""
+    addr = lib.linphone_address_new(uri.encode())
+    if not addr:
+        raise ValueError(f"liblinphone cannot parse {uri!r}")
+    return int(addr)
+
+
+def address_string(addr: int | None) -> str | None:
+    """A LinphoneAddress as a URI-only string."""
+    return _take_string(lib.linphone_address_as_string_uri_only(addr)) if addr else None
+
+
+def c_list(items: list[int]) -> int | None:
+    """A bctbx_list_t of pointers (free it with bctbx_list_free; the items are not owned)."""
+    lst = None
+    for item in items:
+        lst = _bctbx.bctbx_list_append(lst, item)
+    return lst
+
+
+def free_list(lst: int | None) -> None:
+    """Free a bctbx_list_t (not its items)."""
+    if lst:
+        _bctbx.bctbx_list_free(lst)

@@ -10,6 +10,7 @@ The process exits on ``quit``, on end of input, or after ``--lifetime`` seconds 
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import select
@@ -34,7 +35,8 @@ def _part(p: L.ReceivedPart) -> dict[str, Any]:
 
 
 def _message(m: L.ReceivedMessage) -> dict[str, Any]:
-    return {"content_type": m.content_type, "sender": m.sender, "contents": [_part(p) for p in m.contents]}
+    return {"content_type": m.content_type, "sender": m.sender, "contents": [_part(p) for p in m.contents],
+            "text": m.text, "room": m.room}
 
 
 def lime_db(path: Path) -> dict[str, Any]:
@@ -60,6 +62,15 @@ class Peer:
         self.out = out
         self.cores: dict[str, L.Core] = {}
         self.calls: dict[str, int] = {}
+        self.rooms: dict[str, int] = {}  # client core name -> its chat room
+        self.sent: list[int] = []  # chat messages we sent (kept referenced)
+        # Conference server side: the device registry (what Flexisip reads from its registrar),
+        # the server rooms we watch and the requests their callbacks left for us.
+        self.registry: dict[str, list[tuple[str, str]]] = {}
+        self.server_domain_uuid = "urn:uuid:5e4ee4e4-0000-4000-8000-000000000001"
+        self.server_rooms: list[int] = []
+        self.pending: list[tuple[str, int, str | None]] = []
+        self.server_log: list[str] = []
 
     def reply(self, **answer: Any) -> None:
         self.out.write(json.dumps(answer) + "\n")
@@ -68,9 +79,131 @@ class Peer:
     def iterate(self) -> None:
         for core in self.cores.values():
             core.iterate()
+        self.serve_pending()
+
+    # ------------------------------------------------------------------ conference server
+
+    def _watch_server_room(self, core: L.Core, room: int, state: int) -> None:
+        if state != L.CHAT_ROOM_INSTANTIATED:
+            return
+        L.lib.linphone_chat_room_ref(room)
+        self.server_rooms.append(room)
+        cbs = L.lib.linphone_factory_create_chat_room_cbs(L.lib.linphone_factory_get())
+        on_address = L.CONFERENCE_ADDRESS_GENERATION(lambda cr: self.pending.append(("address", cr, None)))
+        on_devices = L.PARTICIPANT_REGISTRATION_SUBSCRIPTION_REQUESTED(
+            lambda cr, addr: self.pending.append(("devices", cr, L.address_string(addr))))
+        core._keep += [on_address, on_devices]  # C holds these: keep them alive
+        L.lib.linphone_chat_room_cbs_set_conference_address_generation(cbs, ctypes.cast(on_address, ctypes.c_void_p))
+        L.lib.linphone_chat_room_cbs_set_participant_registration_subscription_requested(
+            cbs, ctypes.cast(on_devices, ctypes.c_void_p))
+        L.lib.linphone_chat_room_add_callbacks(room, cbs)
+        L.lib.linphone_chat_room_cbs_unref(cbs)
+
+    def serve_pending(self) -> None:
+        """Answer the server rooms' requests, outside liblinphone's callbacks (as Flexisip does, later)."""
+        while self.pending:
+            kind, room, arg = self.pending.pop(0)
+            if kind == "address":
+                # Flexisip: the generated chatroom-<token> name, bound with the server's GRUU.
+                generated = L.address_string(L.lib.linphone_chat_room_get_conference_address(room))
+                final = f"{generated};gr={self.server_domain_uuid}"
+                addr = L.address(final)
+                L.lib.linphone_chat_room_set_conference_address(room, addr)
+                L.lib.linphone_address_unref(addr)
+                self.server_log.append(f"conference address {final}")
+            elif kind == "devices":
+                devices = self.registry.get(arg or "", [])
+                identities = []
+                for gruu, specs in devices:
+                    gaddr = L.address(gruu)
+                    ident = L.lib.linphone_factory_create_participant_device_identity(
+                        L.lib.linphone_factory_get(), gaddr, b"")
+                    L.lib.linphone_participant_device_identity_set_capability_descriptor(ident, specs.encode())
+                    L.lib.linphone_address_unref(gaddr)
+                    identities.append(ident)
+                lst = L.c_list(identities)
+                paddr = L.address(arg or "")
+                L.lib.linphone_chat_room_set_participant_devices(room, paddr, lst)
+                L.lib.linphone_address_unref(paddr)
+                L.free_list(lst)
+                for ident in identities:
+                    L.lib.linphone_participant_device_identity_unref(ident)
+                self.server_log.append(f"devices of {arg}: {devices}")
+
+    def cmd_server_core(self, name: str, extra: dict[str, dict[str, object]]) -> dict[str, Any]:
+        core = L.Core(self.workdir / name, extra)
+        core.on_room_state = lambda room, state: self._watch_server_room(core, room, state)
+        self.cores[name] = core
+        udp, tcp = core.ports()
+        return {"udp": udp, "tcp": tcp}
+
+    def cmd_set_registry(self, registry: dict[str, list[list[str]]]) -> dict[str, Any]:
+        self.registry = {aor: [(g, s) for g, s in devs] for aor, devs in registry.items()}
+        return {}
+
+    def cmd_server_log(self) -> dict[str, Any]:
+        return {"log": self.server_log, "errors": self.cores["focus"].errors if "focus" in self.cores else []}
+
+    # ------------------------------------------------------------------ chat rooms (clients)
+
+    def cmd_create_room(self, name: str, participants: list[str], subject: str = "pylime interop",
+                        timeout: float = 20.0) -> dict[str, Any]:
+        core = self.cores[name]
+        params = L.lib.linphone_core_create_default_chat_room_params(core.core)
+        L.lib.linphone_chat_room_params_set_backend(params, L.CHAT_ROOM_BACKEND_FLEXISIP)
+        L.lib.linphone_chat_room_params_enable_encryption(params, 1)
+        L.lib.linphone_chat_room_params_set_encryption_backend(params, L.CHAT_ROOM_ENCRYPTION_LIME)
+        L.lib.linphone_chat_room_params_enable_group(params, 1)
+        L.lib.linphone_chat_room_params_set_subject(params, subject.encode())
+        addrs = [L.address(p) for p in participants]
+        lst = L.c_list(addrs)
+        room = L.lib.linphone_core_create_chat_room_6(core.core, params, None, lst)
+        L.free_list(lst)
+        for a in addrs:
+            L.lib.linphone_address_unref(a)
+        L.lib.linphone_chat_room_params_unref(params)
+        if not room:
+            raise RuntimeError("linphone_core_create_chat_room_6 returned NULL")
+        L.lib.linphone_chat_room_ref(room)
+        self.rooms[name] = room
+        self.wait(lambda: L.lib.linphone_chat_room_get_state(room) in (L.CHAT_ROOM_CREATED, L.CHAT_ROOM_CREATION_FAILED),
+                  timeout, "chat room Created")
+        return {"state": L.lib.linphone_chat_room_get_state(room),
+                "address": L.address_string(L.lib.linphone_chat_room_get_peer_address(room))}
+
+    def cmd_room_state(self, name: str) -> dict[str, Any]:
+        room = self.rooms[name]
+        return {"state": L.lib.linphone_chat_room_get_state(room),
+                "address": L.address_string(L.lib.linphone_chat_room_get_peer_address(room)),
+                "security_level": L.lib.linphone_chat_room_get_security_level(room)}
+
+    def cmd_send_text(self, name: str, text: str, settle: float = 0.5) -> dict[str, Any]:
+        room = self.rooms.get(name) or self.cores[name].created_rooms[-1]  # created, or joined on invite
+        msg = L.lib.linphone_chat_room_create_message_from_utf8(room, text.encode())
+        L.lib.linphone_chat_message_send(msg)
+        self.sent.append(msg)
+        self.settle(settle)
+        return {"state": L.lib.linphone_chat_message_get_state(msg)}
+
+    def cmd_message_states(self) -> dict[str, Any]:
+        return {"states": [L.lib.linphone_chat_message_get_state(m) for m in self.sent]}
 
     def wait(self, done: Any, timeout: float, what: str) -> None:
-        L.run_until(list(self.cores.values()), done, timeout, what=what)
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.01) + 10):
+            self.iterate()
+            if done():
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        raise TimeoutError(f"liblinphone: {what} not reached within {timeout} s")
+
+    def settle(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.iterate()
+            time.sleep(0.01)
 
     # ------------------------------------------------------------------ commands
 
@@ -127,7 +260,7 @@ class Peer:
 
     def cmd_verify(self, name: str, verified: bool, settle: float = 1.0) -> dict[str, Any]:
         L.lib.linphone_call_set_authentication_token_verified(self.calls[name], int(verified))
-        L.run_for(list(self.cores.values()), settle)
+        self.settle(settle)
         return self.cmd_lime_dbs()
 
     def cmd_lime_dbs(self) -> dict[str, Any]:
@@ -148,6 +281,13 @@ class Peer:
         return {"lines": [line for line in text.splitlines() if needle in line][:50]}
 
     def close(self) -> None:
+        for msg in self.sent:
+            L.lib.linphone_chat_message_unref(msg)
+        self.sent.clear()
+        for room in [*self.rooms.values(), *self.server_rooms]:
+            L.lib.linphone_chat_room_unref(room)
+        self.rooms.clear()
+        self.server_rooms.clear()
         for call in self.calls.values():
             L.lib.linphone_call_unref(call)
         self.calls.clear()

@@ -387,16 +387,16 @@ class SipProxy:
     def _target(self, msg: SipMessage) -> tuple[str, int] | None:
         uri = msg.uri
         gr = _param(uri, "gr")
+        user = _user_of(uri)
         with self._lock:
+            for prefix, hostport in self.routes.items():
+                if user is not None and user.startswith(prefix):
+                    return hostport
             if gr is not None:
                 for b in self.bindings.values():
                     if b.instance == gr:
                         return b.addr
                 return None
-            user = _user_of(uri)
-            for prefix, hostport in self.routes.items():
-                if user is not None and user.startswith(prefix):
-                    return hostport
             for b in self.bindings.values():
                 if _user_of(b.aor) == user:
                     return b.addr

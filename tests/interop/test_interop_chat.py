@@ -1,0 +1,192 @@
+"""The full encrypted group chat between real Linphone 5.1.65 clients and pylime devices (issue 9, part 4).
+
+A third liblinphone core runs in conference-server mode (liblinphone's own ServerGroupChatRoom,
+driven the way Flexisip's conference server drives it: it names each room and is told each
+participant's devices from our registrar). Real clients register with a conference factory URI;
+pylime devices are minimal SIP agents (tests/interop/sipdevice.py) registered with
+``+org.linphone.specs="groupchat/1.1,lime"`` and a lime user on our HTTPS key server. A real
+client creates an encrypted group room; its messages reach the pylime devices as the conference
+server forwards them, and pylime decrypts them from the SIP MESSAGE body; pylime's answers go to
+the room, and the real clients decrypt and show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pylime import Curve, PeerStatus
+from pylime.linphone import decrypt_message, encrypt_message, parse_envelope
+from pylime.transport.https import HttpsTransport
+from tests.interop.accounts import FACTORY, registry, start_clients, start_focus
+from tests.interop.harness import PeerProcess, RecordingKeyServer, Transcript
+from tests.interop.sipdevice import SipDevice, room_of
+from tests.interop.sipproxy import SipProxy
+
+try:
+    from pylime.manager import Manager as DeviceManager
+except ImportError:  # pragma: no cover - where _lime is not built
+    from pylime.reference import ReferenceManager as DeviceManager  # type: ignore[assignment]
+
+MESSAGE_DELIVERED = 2  # LinphoneChatMessageStateDelivered
+
+
+class PylimeDevice:
+    """A pylime device: its SIP agent, its GRUU and its lime manager on our key server."""
+
+    def __init__(self, user: str, proxy: SipProxy, keyserver_url: str, cert: Path, directory: Path) -> None:
+        self.sip = SipDevice(user, proxy.port).start()
+        self.device_id = self.sip.register()
+        self.transport = HttpsTransport(ca_file=cert)
+        self.manager = DeviceManager(directory / f"{user}.sqlite3", transport=self.transport)
+        self.manager.create_user(self.device_id, keyserver_url, Curve.C25519)
+        self.room: str | None = None
+        self.decrypted: list[Any] = []
+
+    def join(self, timeout: float = 15.0) -> str:
+        """Wait for the room's INVITE (answered 200 by the agent), then SUBSCRIBE to the room."""
+        invite = self.sip.wait_for("INVITE", timeout=timeout)[0]
+        self.room = room_of(invite)
+        answer = self.sip.subscribe_conference(self.room)
+        assert answer.status == 200, answer.start
+        self.sip.wait_for("NOTIFY", timeout=timeout)
+        return self.room
+
+    def read(self, count: int, timeout: float = 15.0) -> list[Any]:
+        """Decrypt the first ``count`` MESSAGEs the room forwarded to us, from their raw bodies."""
+        received = self.sip.wait_for("MESSAGE", count, timeout=timeout)
+        for item in received[len(self.decrypted):count]:
+            headers = dict(item.message.headers)
+            self.decrypted.append(decrypt_message(self.manager, self.device_id, item.message.body, headers))
+        return self.decrypted[:count]
+
+    def say(self, text: str, devices: list[str]) -> int:
+        """Encrypt ``text`` to every other device of the room and send it to the room."""
+        assert self.room is not None
+        out = encrypt_message(self.manager, self.device_id, self.room, devices, text)
+        return self.sip.send_message(self.room, out.body.body, out.headers)
+
+    def close(self) -> None:
+        """Stop the agent and close the manager."""
+        self.sip.close()
+        self.manager.close()
+        self.transport.close()
+
+
+@pytest.fixture
+def make_device(proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any], tls_cert: tuple[Path, Path],
+                tmp_path: Path) -> Iterator[Any]:
+    """A factory of pylime devices on the test's proxy and key server, closed after the test."""
+    devices: list[PylimeDevice] = []
+    url = f"https://localhost:{keyserver[1].port}/lime-server"
+
+    def make(user: str) -> PylimeDevice:
+        device = PylimeDevice(user, proxy, url, tls_cert[0], tmp_path)
+        devices.append(device)
+        return device
+
+    yield make
+    for device in devices:
+        device.close()
+
+
+def _record(transcript: Transcript, peer: PeerProcess, proxy: SipProxy,
+            keyserver: RecordingKeyServer, devices: list[PylimeDevice]) -> None:
+    transcript.add("sip", proxy.transcript)
+    transcript.add("keyserver", keyserver.log)
+    transcript.add("pylime_devices", {d.sip.user: d.sip.log for d in devices})
+    transcript.add("conference_server", peer("server_log"))
+    transcript.add("lime", peer("lime_dbs"))
+    peer.close()  # before the key server stops: it would wait for the clients' keep-alive HTTPS
+
+
+def _sent_by(proxy: SipProxy, user: str) -> list[dict[str, Any]]:
+    """MESSAGE requests that ``user``'s device sent to a room, as the proxy received them."""
+    return [e for e in proxy.requests("MESSAGE")
+            if f"sip:{user}@" in {k.lower(): v for k, v in e["headers"]}.get("from", "")
+            and "chatroom-" in e["start"]]
+
+
+def test_real_client_and_pylime_device_exchange_encrypted_group_messages(
+    peer: PeerProcess, proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any],
+    tls_cert: tuple[Path, Path], make_device: Any, transcript: Transcript,
+) -> None:
+    """Alice (5.1.65) → carol (pylime) decrypted by pylime; carol's answer shown by alice's client."""
+    start_focus(peer, proxy)
+    clients = start_clients(peer, proxy, keyserver, tls_cert[0], ["alice"],
+                            account={"conference_factory_uri": FACTORY})
+    carol = make_device("carol")
+    alice_id = clients.device_id("alice")
+    assert sorted(keyserver[0].device_ids()) == sorted([alice_id, carol.device_id])
+    try:
+        peer("set_registry", registry=registry(proxy))
+        room = peer("create_room", name="alice", participants=["sip:carol@localhost"])
+        assert room["state"] == 3  # Created
+        assert carol.join() == room["address"]
+
+        sent = peer("send_text", name="alice", text="Hello carol, from liblinphone 5.1.65", settle=0.5)
+        (msg,) = carol.read(1)
+        assert msg.text == "Hello carol, from liblinphone 5.1.65"
+        assert msg.sender == alice_id and msg.status is PeerStatus.UNKNOWN
+        assert peer("message_states")["states"] == [MESSAGE_DELIVERED]
+        assert sent["state"] in (1, MESSAGE_DELIVERED)
+
+        assert carol.say("Hi alice, pylime here", [alice_id]) == 200
+        (shown,) = peer("messages", name="alice", count=1, timeout=15)["messages"]
+        assert shown["text"] == "Hi alice, pylime here"
+        assert shown["sender"] == carol.device_id and shown["room"] == room["address"]
+        assert shown["content_type"] == "text/plain"
+        # What alice's client sent: its Content-Type and Content-Encoding, and the envelope pylime
+        # parsed (forwarded by the server unchanged) addresses carol's device by exact Content-Id.
+        (wire,) = _sent_by(proxy, "alice")
+        headers = {k: v for k, v in wire["headers"] if k.lower() in ("content-type", "content-encoding")}
+        transcript.add("alice_message_headers", headers)
+        forwarded = carol.sip.wait_for("MESSAGE")[0].message
+        envelope = parse_envelope(forwarded.get("Content-Type") or "", forwarded.body,
+                                  forwarded.get("Content-Encoding"))
+        assert envelope.device_ids == (carol.device_id,) and envelope.sender == alice_id
+        assert _sent_by(proxy, "carol")
+    finally:
+        _record(transcript, peer, proxy, keyserver[0], [carol])
+
+
+def test_two_real_clients_and_two_pylime_devices_in_one_room(
+    peer: PeerProcess, proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any],
+    tls_cert: tuple[Path, Path], make_device: Any, transcript: Transcript,
+) -> None:
+    """alice, bob (5.1.65) and carol, dave (pylime): every message reaches and decrypts on every other device."""
+    start_focus(peer, proxy)
+    clients = start_clients(peer, proxy, keyserver, tls_cert[0], ["alice", "bob"],
+                            account={"conference_factory_uri": FACTORY})
+    carol, dave = make_device("carol"), make_device("dave")
+    alice_id, bob_id = clients.device_id("alice"), clients.device_id("bob")
+    try:
+        peer("set_registry", registry=registry(proxy))
+        room = peer("create_room", name="alice",
+                    participants=["sip:bob@localhost", "sip:carol@localhost", "sip:dave@localhost"])
+        assert room["state"] == 3
+        assert carol.join() == dave.join() == room["address"]
+
+        peer("send_text", name="alice", text="Hello everyone", settle=0.5)
+        for device in (carol, dave):
+            (msg,) = device.read(1)
+            assert (msg.text, msg.sender) == ("Hello everyone", alice_id)
+        bob_got = peer("messages", name="bob", count=1, timeout=15)["messages"]
+        assert [(m["text"], m["sender"]) for m in bob_got] == [("Hello everyone", alice_id)]
+
+        assert carol.say("pylime carol to the room", [alice_id, bob_id, dave.device_id]) == 200
+        for name, count in (("alice", 1), ("bob", 2)):
+            got = peer("messages", name=name, count=count, timeout=15)["messages"]
+            assert (got[-1]["text"], got[-1]["sender"]) == ("pylime carol to the room", carol.device_id)
+        assert [m.text for m in dave.read(2)] == ["Hello everyone", "pylime carol to the room"]
+
+        peer("send_text", name="bob", text="bob agrees", settle=0.5)
+        for device, count in ((carol, 2), (dave, 3)):
+            last = device.read(count)[-1]
+            assert (last.text, last.sender) == ("bob agrees", bob_id)
+        assert peer("messages", name="alice", count=2, timeout=15)["messages"][-1]["text"] == "bob agrees"
+    finally:
+        _record(transcript, peer, proxy, keyserver[0], [carol, dave])
