@@ -33,14 +33,14 @@ def _ssl_context(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _headers(sender: str) -> dict[str, str]:
-    # httpx encodes header values as ASCII; a non-ASCII device id is sent as UTF-8 bytes,
-    # which is what lime puts on the wire in the request body too.
-    value: str = sender.encode("utf-8", "surrogateescape").decode("latin-1")
+def _headers(sender: str) -> dict[bytes, bytes]:
+    # As bytes: a device id is UTF-8 on the wire (as lime puts it in request bodies), and
+    # httpx would refuse a non-ASCII str header value.
+    value = sender.encode("utf-8", "surrogateescape")
     return {
-        "Content-Type": _CONTENT_TYPE,
-        "From": value,
-        "X-Lime-user-identity": value,
+        b"Content-Type": _CONTENT_TYPE.encode(),
+        b"From": value,
+        b"X-Lime-user-identity": value,
     }
 
 

@@ -397,3 +397,17 @@ def test_logs_carry_no_secret(live_sqlite: Live, caplog: pytest.LogCaptureFixtur
     for secret in ("Wr0ngPassw0rd", "alice-pw", "bob-pw", account.ha1_md5, account.ha1_sha256):
         assert secret not in text  # ...without secrets
     assert d.ik.hex()[:16] not in text and repr(d.ik)[2:20] not in text
+
+
+def test_non_ascii_device_id_travels_as_utf8(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    """A device id with non-ASCII characters reaches the server intact, in both headers."""
+    dev = "sip:zoë@example.org;gr=urn:uuid:1"
+    with (
+        KeyServer() as server,
+        ServerThread(
+            ServerConfig(open=True), server=server, cert=tls_files[0], key=tls_files[1]
+        ) as thread,
+        HttpsTransport(ca_file=tls_files[0]) as t,
+    ):
+        assert t.post(thread.url, dev, Device(dev, Curve.C25519).register()) == (200, hdr(9, 1))
+        assert server.opk_count(dev) == 5
