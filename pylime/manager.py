@@ -19,6 +19,7 @@ from typing import Any, Literal, Self, Union, cast
 from pylime import bindings as _b
 from pylime import errors
 from pylime._callbacks import ORPHANS, Operation, Request, RequestQueue
+from pylime.keyserver.protocol import ANSWER_TYPE
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
 from pylime.types import Curve, PeerStatus, Policy
@@ -62,8 +63,9 @@ def _cstr(value: str, name: str) -> bytes:
     return data
 
 
-def _answer_problem(url: str, code: int, body: bytes) -> errors.KeyServerError | None:
+def _answer_problem(request: Request, code: int, body: bytes) -> errors.KeyServerError | None:
     """The typed error a key-server answer stands for, or None when it looks like success."""
+    url = request.url
     if code != 200:
         return errors.KeyServerHTTPError(f"key server at {url} answered HTTP {code}", code)
     if len(body) >= 4 and body[0] == 1 and body[1] == _X3DH_ERROR_TYPE:
@@ -73,6 +75,21 @@ def _answer_problem(url: str, code: int, body: bytes) -> errors.KeyServerError |
     if len(body) < 3 or body[0] != 1:
         return errors.KeyServerError(f"key server at {url} sent a malformed answer")
     return None
+
+
+def _wrong_type(request: Request, body: bytes) -> errors.KeyServerError | None:
+    """An answer of another message type than the request calls for.
+
+    lime 5.1.64 does not check the type: an acknowledgement answering registerUser counts
+    as success without activating the user, one answering getPeerBundle ends encrypt with
+    nothing encrypted. pylime hands lime a failure instead, so the operation fails cleanly.
+    """
+    expected = ANSWER_TYPE.get(request.body[1]) if len(request.body) > 1 else None
+    if expected is None or body[1] in (expected, _X3DH_ERROR_TYPE):
+        return None
+    return errors.KeyServerError(
+        f"key server at {request.url} answered request type 0x{request.body[1]:02x} with "
+        f"message type 0x{body[1]:02x}")
 
 
 def classify_answer(request: Request, answer: object,
@@ -89,8 +106,13 @@ def classify_answer(request: Request, answer: object,
         except Exception as exc:  # noqa: BLE001 - a malformed answer is the transport's fault
             answer = exc
         else:
-            problem = _answer_problem(request.url, code, body)
-            if problem is not None:
+            problem = _answer_problem(request, code, body)
+            if problem is None:
+                problem = _wrong_type(request, body)
+                if problem is not None:
+                    problems.append(problem)
+                    return 0, b""
+            else:
                 problems.append(problem)
             return code, body
     failure = errors.TransportError(

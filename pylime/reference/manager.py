@@ -10,14 +10,13 @@ Differences from liblime that a caller can see are deliberate and few:
 - operations are synchronous (liblime queues encryptions while a bundle request is out);
 - a key server that leaves a requested device out of its peerBundle answer makes that
   device FAIL, where liblime would request it again and again;
-- ``is_user`` reads the database only: a user whose registration was answered with a
-  non-registerUser acknowledgement stays inactive and is not a user here, whereas
-  liblime's in-memory cache still reports it.
+- ``is_user`` reads the database only, where liblime also consults its in-memory cache.
 
-liblime's quirks are kept on purpose, and pinned by tests/conformance: a replayed first
-message without OPk decrypts again (a fresh X3DH session), bytes between the seed and the
-tag of a cipher-mode DR message are ignored, an acknowledgement answering getPeerBundle
-ends encrypt with nothing encrypted and no error.
+Like the binding, and unlike liblime, it refuses a key-server answer whose message type does
+not fit the request (liblime takes an acknowledgement answering registerUser as success
+without activating the user). liblime's other quirks are kept on purpose, and pinned by
+tests/conformance: a replayed first message without OPk decrypts again (a fresh X3DH
+session), and bytes between the seed and the tag of a cipher-mode DR message are ignored.
 """
 
 from __future__ import annotations
@@ -194,6 +193,12 @@ class ReferenceManager:
             )
         if len(answer) < 3 or answer[0] != 1:
             raise errors.KeyServerError(f"key server at {url} sent a malformed answer")
+        expected = proto.ANSWER_TYPE.get(body[1])
+        if expected is not None and answer[1] != expected:
+            # As the binding does: liblime does not check the answer's type, pylime does.
+            raise errors.KeyServerError(
+                f"key server at {url} answered request type 0x{body[1]:02x} with message "
+                f"type 0x{answer[1]:02x}")
         if answer[2] != user.curve:
             raise failure(f"key server at {url} answered for another curve")
         known = {int(t) for t in proto.MessageType}
@@ -533,13 +538,6 @@ class ReferenceManager:
                                 errors.EncryptionError)
             if isinstance(answer, proto.ErrorMessage):
                 self._raise_error(user.url, answer)
-            if isinstance(answer, proto.Ack):
-                # liblime quirk: an acknowledgement (01 02/03/04/09 cc) answering getPeerBundle
-                # ends the encryption with a success callback and nothing encrypted; the
-                # binding then reports every recipient with its initial status and no message.
-                self._handle_ack(db, user, answer)
-                return EncryptResult(b"", tuple(RecipientResult(d, PeerStatus.UNKNOWN, b"")
-                                                for d in ids))
             if not isinstance(answer, proto.PeerBundle):
                 raise errors.EncryptionError("encrypt failed: unexpected key server answer")
             answered = set()

@@ -67,12 +67,23 @@ def test_create_user_reacts_like_liblime(tmp_path: pathlib.Path, curve: Curve, n
             tmp_path / f"{kind}.sqlite3", transport=Canned(server, 9, ANSWERS[name])
         ) as m:
             seen[kind] = (_outcome(lambda: m.create_user(ME, URL, curve)), m.is_user(ME))
-    if name == "ack-of-deleteUser":
-        # liblime keeps the never-activated user in its in-memory cache; the reference only
-        # has the database, where the user is inactive. Both raised nothing.
-        assert seen["lime"][0] == seen["ref"][0] == "ok"
-        return
     assert seen["ref"] == seen["lime"]
+
+
+@pytest.mark.parametrize("name", ["unknown-type", "type-getPeerBundle", "ack-of-deleteUser"])
+def test_an_answer_of_the_wrong_type_fails_the_operation_cleanly(
+        tmp_path: pathlib.Path, curve: Curve, name: str) -> None:
+    """pylime refuses what liblime would take as success: the user is not left half-created."""
+    for kind, factory in FACTORIES.items():
+        with KeyServer() as server, factory(
+            tmp_path / f"{kind}.sqlite3", transport=Canned(server, 9, ANSWERS[name])
+        ) as m:
+            with pytest.raises(errors.KeyServerError):
+                m.create_user(ME, URL, curve)
+            assert not m.is_user(ME)
+            m._transport = server  # the server behaves again: the same manager registers
+            m.create_user(ME, URL, curve)
+            assert m.is_user(ME) and server.opk_count(ME) == 100
 
 
 @pytest.mark.parametrize("name", list(ANSWERS))
