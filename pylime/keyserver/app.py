@@ -4,7 +4,8 @@ HTTP rules (keyserver.md §4.5): X3DH requests are ``POST`` with ``x3dh/octet-st
 path; the device id comes from ``X-Lime-user-identity`` or else ``From``. Protocol errors are
 X3DH error messages inside HTTP 200 (that is what lime reads); transport and authentication
 failures are real HTTP statuses: 401 (with a Digest challenge), 403 (another account's
-device), 405, 408 (body too slow), 413 (body over the cap), 503 (database down). ``GET /health`` answers 200 when the database does.
+device), 405, 408 (body too slow), 413 (body over the cap), 429 (over the rate limit),
+503 (database down). ``GET /health`` answers 200 when the database does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -63,6 +66,9 @@ class ServerConfig:
     nonce_lifetime: float = 300.0
     algorithms: tuple[str, ...] = field(default=("SHA-256", "MD5"))
     body_timeout: float = 30.0  # seconds to receive a whole body (a trickling client gets 408)
+    # Requests per second allowed to one account (or, without authentication, one client
+    # address), with bursts of twice that; 0 = no limit. Counted per server process.
+    rate_limit: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.open and not self.realm:
@@ -86,6 +92,31 @@ class _TooLarge(Exception):
     pass
 
 
+class RateLimiter:
+    """Token buckets per requester: ``rate`` requests per second, bursts of ``2 * rate``."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1.0, 2 * rate)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # who -> (tokens, last time)
+        self._lock = threading.Lock()
+
+    def wait(self, who: str) -> float:
+        """Take one token for ``who``: 0 if allowed, else the seconds until one is available."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(who, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[who] = (tokens, now)
+                return (1 - tokens) / self.rate
+            if len(self._buckets) > 100_000:  # bound memory; full buckets lose nothing
+                self._buckets.clear()
+            self._buckets[who] = (tokens - 1, now)
+            return 0.0
+
+
 class KeyServerApp:
     """ASGI 3 application serving one KeyServer (opened at startup, closed at shutdown).
 
@@ -101,6 +132,7 @@ class KeyServerApp:
         self._owns_server = server is None
         self._auth: DigestAuthenticator | None = None
         self._open_lock = asyncio.Lock()
+        self._limiter = RateLimiter(config.rate_limit) if config.rate_limit > 0 else None
 
     def __repr__(self) -> str:
         return f"KeyServerApp(open={self.config.open}, realm={self.config.realm!r})"
@@ -256,7 +288,9 @@ class KeyServerApp:
         raw_sender = headers.get(b"x-lime-user-identity") or headers.get(b"from")
         sender = raw_sender.decode("utf-8", "surrogateescape").strip() if raw_sender else None
         content_type = headers.get(b"content-type", b"").decode("latin-1") or None
-        args = (server, method, uri, authorization, sender, body, content_type)
+        client = scope.get("client")
+        peer = str(client[0]) if client else "?"
+        args = (server, method, uri, authorization, sender, body, content_type, peer)
         if self._inline:
             status, answer, extra = self._process(*args)
         else:
@@ -272,6 +306,7 @@ class KeyServerApp:
         sender: str | None,
         body: bytes,
         content_type: str | None,
+        peer: str = "?",
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Authenticate, parse, authorise and answer one request: (status, body, headers).
 
@@ -293,6 +328,13 @@ class KeyServerApp:
                 ]
                 return 401, b"authentication required\n", challenge
             account = result.account
+        if self._limiter is not None:
+            who = f"{account.username}@{account.realm}" if account else f"address {peer}"
+            wait = self._limiter.wait(who)
+            if wait > 0:
+                log.info("rate limit: %s", who)
+                retry = str(max(1, int(wait + 0.999))).encode()
+                return 429, b"too many requests\n", [(b"retry-after", retry)]
         if account is None or len(body) < 3:
             # Open mode, or nothing to authorise: the core answers everything, errors included.
             return 200, server.handle(sender, body, content_type), []

@@ -98,6 +98,13 @@ def keyserver() -> None:
 )
 @click.option("--nonce-lifetime", default=300.0, show_default=True, type=click.FloatRange(1))
 @click.option(
+    "--rate-limit",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Requests/s per account (or client address with --open), per worker; 0 = none.",
+)
+@click.option(
     "--digest-algorithm",
     "algorithms",
     multiple=True,
@@ -126,6 +133,7 @@ def serve(
     max_opks: int,
     max_body: int,
     nonce_lifetime: float,
+    rate_limit: float,
     algorithms: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -153,6 +161,7 @@ def serve(
             max_opks_per_device=max_opks,
             lifetime=lifetime,
             nonce_lifetime=nonce_lifetime,
+            rate_limit=rate_limit,
             algorithms=tuple(a.upper() for a in algorithms) or ("SHA-256", "MD5"),
         )
     except ValueError as exc:

@@ -411,3 +411,26 @@ def test_non_ascii_device_id_travels_as_utf8(tmp_path: Path, tls_files: tuple[Pa
     ):
         assert t.post(thread.url, dev, Device(dev, Curve.C25519).register()) == (200, hdr(9, 1))
         assert server.opk_count(dev) == 5
+
+
+def test_rate_limit_answers_429(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    """Over the per-account rate, requests get 429 with Retry-After and change nothing."""
+    for live in _serve("sqlite-file", tmp_path, tls_files, rate_limit=2.0):
+        t = live.transport("alice")
+        statuses = [t.post(live.url, ALICE, hdr(0x07, 1))[0] for _ in range(8)]
+        assert statuses[:4] == [200] * 4 and 429 in statuses[4:]
+        # another account has its own budget
+        assert live.transport("bob").post(live.url, BOB, hdr(0x07, 1))[0] == 200
+
+
+def test_rate_limiter_refills() -> None:
+    """A bucket holds twice the rate and refills at the rate."""
+    from pylime.keyserver.app import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(5.0, clock=lambda: now[0])
+    assert [limiter.wait("a") for _ in range(10)] == [0.0] * 10
+    assert limiter.wait("a") == pytest.approx(0.2)
+    now[0] += 0.2
+    assert limiter.wait("a") == 0.0
+    assert limiter.wait("b") == 0.0
