@@ -213,6 +213,7 @@ class SipProxy:
         self.expires = expires
         self.bindings: dict[str, Binding] = {}  # gruu -> binding
         self.transcript: list[dict[str, Any]] = []
+        self.raw_bodies: list[bytes] = []  # entry["raw"] indexes this: the exact bytes of each body
         self.zrtp: list[ZrtpPacket] = []
         self.errors: list[str] = []
         self.on_request: Callable[[SipMessage, tuple[str, int]], None] | None = None
@@ -303,6 +304,8 @@ class SipProxy:
             "body": msg.body.decode("utf-8", "replace") if len(msg.body) < 8192 else f"<{len(msg.body)} bytes>",
         }
         with self._lock:
+            entry["raw"] = len(self.raw_bodies)
+            self.raw_bodies.append(msg.body)
             self.transcript.append(entry)
 
     def _send(self, msg: SipMessage, addr: tuple[str, int]) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from pylime import Curve, PeerStatus
-from pylime.linphone import decrypt_message, encrypt_message, parse_envelope
+from pylime.linphone import build_envelope, decrypt_message, encrypt_message, parse_envelope
+from pylime.linphone.envelope import content_type_for
 from pylime.transport.https import HttpsTransport
 from tests.interop.accounts import FACTORY, registry, start_clients, start_focus
 from tests.interop.harness import PeerProcess, RecordingKeyServer, Transcript
@@ -32,6 +33,7 @@ except ImportError:  # pragma: no cover - where _lime is not built
     from pylime.reference import ReferenceManager as DeviceManager  # type: ignore[assignment]
 
 MESSAGE_DELIVERED = 2  # LinphoneChatMessageStateDelivered
+FIXED_BOUNDARY = "-" * 27 + "14737809831466499882746641449"  # liblinphone 5.1.65 content-manager.h
 
 
 class PylimeDevice:
@@ -148,6 +150,12 @@ def test_real_client_and_pylime_device_exchange_encrypted_group_messages(
         envelope = parse_envelope(forwarded.get("Content-Type") or "", forwarded.body,
                                   forwarded.get("Content-Encoding"))
         assert envelope.device_ids == (carol.device_id,) and envelope.sender == alice_id
+        # 5.1.65 frames chat messages with a fixed boundary and does not compress them (only its
+        # IMDN notifications are deflated); rebuilt with that boundary, ours is byte-identical.
+        assert headers == {"Content-Type": content_type_for(FIXED_BOUNDARY)}
+        assert proxy.raw_bodies[wire["raw"]] == forwarded.body
+        rebuilt = build_envelope(envelope, boundary=FIXED_BOUNDARY, deflate=False)
+        assert (rebuilt.content_type, rebuilt.body) == (headers["Content-Type"], forwarded.body)
         assert _sent_by(proxy, "carol")
     finally:
         _record(transcript, peer, proxy, keyserver[0], [carol])
