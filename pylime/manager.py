@@ -10,35 +10,24 @@ even when the transport raises.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Self, Union, cast
+from typing import Any, Self, Union, cast
 
 from pylime import bindings as _b
+from pylime import durability as durability_modes
 from pylime import errors
 from pylime._callbacks import ORPHANS, Operation, Request, RequestQueue
 from pylime.keyserver.protocol import ANSWER_TYPE
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
+from pylime.durability import Durability
 from pylime.types import Curve, PeerStatus, Policy
 
-__all__ = ["DURABILITY_MODES", "Durability", "Manager", "StrPath", "classify_answer"]
+__all__ = ["Durability", "Manager", "StrPath", "classify_answer"]
 
 StrPath = Union[str, "os.PathLike[str]"]
-Durability = Literal["full", "wal", "fast"]
-
-#: Storage modes: SQLite journal mode and synchronous setting for each.
-DURABILITY_MODES: dict[str, tuple[str, str]] = {
-    # lime's own behaviour: rollback journal, fsync on every commit.
-    "full": ("delete", "full"),
-    # Write-ahead log, fsync on every commit: the same guarantees, fewer fsyncs per commit.
-    "wal": ("wal", "full"),
-    # Write-ahead log, fsync at checkpoints only: survives a killed process, may lose the
-    # last committed operations on power loss or an OS crash.
-    "fast": ("wal", "normal"),
-}
 
 _ffi, _lib = _b.ffi, _b.lib
 _SUCCESS = _lib.LIME_FFI_SUCCESS
@@ -190,15 +179,13 @@ class Manager:
                  durability: Durability = "wal") -> None:
         if not callable(getattr(transport, "post", None)):
             raise TypeError("transport must have a post(url, sender, body) method")
-        if durability not in DURABILITY_MODES:
-            raise ValueError(f"durability must be one of {sorted(DURABILITY_MODES)}")
         self._path = os.fspath(path)
-        self._durability = durability
+        self._durability = durability_modes.check(durability)
         self._db = _connection_string(self._path, durability)
         self._transport = transport
         self._lock = threading.Lock()
         self._state = _State()
-        _prepare_database(self._path, durability)
+        durability_modes.prepare(self._path, durability)
         self._state.ptr = _b.manager_init(self._db, self._state.queue_handle)
         self._finalizer = weakref.finalize(self, self._state.destroy)
 
@@ -579,24 +566,5 @@ def _connection_string(path: str, durability: str) -> bytes:
     """lime hands its database string to SOCI's SQLite backend: quote the path, add pragmas."""
     if '"' in path:
         raise ValueError("the database path must not contain a double quote")
-    return _cstr(f'db="{path}" synchronous={DURABILITY_MODES[durability][1]}', "path")
-
-
-def _prepare_database(path: str, durability: str) -> None:
-    """Create the database owner-only (lime would use the umask) and set its journal mode.
-
-    The journal mode is a persistent property of the file, so it is set here, before lime
-    opens it; the synchronous setting goes through the connection string.
-    """
-    if not os.path.exists(path):
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
-    journal = DURABILITY_MODES[durability][0]
-    try:
-        with sqlite3.connect(path, timeout=10) as db:
-            current = db.execute("PRAGMA journal_mode").fetchone()[0]
-            if current != journal:
-                db.execute(f"PRAGMA journal_mode={journal}")
-        db.close()
-    except sqlite3.Error as exc:
-        raise errors.InternalError(
-            f"cannot open {path!r} as an SQLite database: {exc}") from exc
+    mode = durability_modes.check(durability)
+    return _cstr(f'db="{path}" synchronous={durability_modes.synchronous(mode)}', "path")

@@ -26,7 +26,9 @@ import threading
 from collections.abc import Sequence
 from typing import Union
 
+from pylime import durability as durability_modes
 from pylime import errors
+from pylime.durability import Durability
 from pylime.keyserver import protocol as proto
 from pylime.reference import encoding
 from pylime.reference.primitives import (
@@ -128,13 +130,16 @@ class ReferenceManager:
     Thread safety: every public method holds one lock, so threads may share an instance.
     """
 
-    def __init__(self, path: StrPath, transport: Transport, *, _db: Db | None = None) -> None:
+    def __init__(self, path: StrPath, transport: Transport, durability: Durability = "wal",
+                 *, _db: Db | None = None) -> None:
         if not callable(getattr(transport, "post", None)):
             raise TypeError("transport must have a post(url, sender, body) method")
         self._path = os.fspath(path)
+        self._durability = durability_modes.check(durability)
         self._transport = transport
         self._lock = threading.RLock()
-        self._db: Db | None = _db if _db is not None else Db(self._path)
+        self._db: Db | None = _db if _db is not None else Db(self._path,
+                                                              durability=self._durability)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,6 +147,11 @@ class ReferenceManager:
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def durability(self) -> Durability:
+        """The storage mode applied: "full", "wal" or "fast" (see :mod:`pylime.durability`)."""
+        return self._durability
 
     @property
     def closed(self) -> bool:

@@ -7,14 +7,15 @@ public manager operation runs in one transaction (:meth:`Db.transaction`).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from pylime import durability as durability_modes
 from pylime import errors
+from pylime.durability import Durability
 from pylime.reference.primitives import SIZES, random_id, wipe
 from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
 from pylime.types import Curve, PeerStatus
@@ -90,15 +91,15 @@ class LocalUser:
 class Db:
     """One connection to a lime database, with the schema created or checked on open."""
 
-    def __init__(self, path: str, conn: sqlite3.Connection | None = None) -> None:
+    def __init__(self, path: str, conn: sqlite3.Connection | None = None,
+                 durability: Durability = "wal") -> None:
         if conn is None:
-            if path != ":memory:" and not os.path.exists(path):
-                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-                os.close(fd)
+            durability_modes.prepare(path, durability)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn = conn
         self.lock = threading.RLock()
         self.conn.execute("PRAGMA foreign_keys = ON;")
+        self.conn.execute(f"PRAGMA synchronous = {durability_modes.synchronous(durability)};")
         self._depth = 0
         with self.transaction():
             self.conn.execute(SCHEMA[0])

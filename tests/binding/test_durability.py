@@ -6,10 +6,8 @@ import sqlite3
 
 import pytest
 
-from pylime import InternalError, Manager
-from tests.conftest import SERVER_URL, requires_lime
-
-pytestmark = requires_lime
+from pylime import InternalError
+from tests.conftest import SERVER_URL
 
 JOURNAL = {"full": "delete", "wal": "wal", "fast": "wal"}
 
@@ -22,11 +20,11 @@ def _journal_mode(path) -> str:
 
 
 @pytest.mark.parametrize("mode", ["full", "wal", "fast"])
-def test_each_mode_sets_the_journal_and_messages_flow(tmp_path, server, curve, mode):
+def test_each_mode_sets_the_journal_and_messages_flow(tmp_path, server, curve, backend, mode):
     """A database opened in each mode gets its journal mode, and a conversation works."""
     paths = tmp_path / "alice db.sqlite3", tmp_path / "bob db.sqlite3"  # spaces on purpose
-    with Manager(paths[0], server, durability=mode) as alice, \
-            Manager(paths[1], server, durability=mode) as bob:
+    with backend(paths[0], server, durability=mode) as alice, \
+            backend(paths[1], server, durability=mode) as bob:
         assert alice.durability == mode
         alice.create_user("sip:alice@example.org;gr=1", SERVER_URL, curve)
         bob.create_user("sip:bob@example.org;gr=2", SERVER_URL, curve)
@@ -40,32 +38,32 @@ def test_each_mode_sets_the_journal_and_messages_flow(tmp_path, server, curve, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alice db.sqlite3", "bob db.sqlite3"]
 
 
-def test_the_default_is_wal(tmp_path, server):
+def test_the_default_is_wal(tmp_path, server, backend):
     """Without a durability argument a Manager uses WAL with full sync."""
-    with Manager(tmp_path / "a.sqlite3", server) as manager:
+    with backend(tmp_path / "a.sqlite3", server) as manager:
         assert manager.durability == "wal"
     assert _journal_mode(tmp_path / "a.sqlite3") == "wal"
 
 
-def test_an_existing_database_is_switched_both_ways(tmp_path, server, curve):
+def test_an_existing_database_is_switched_both_ways(tmp_path, server, curve, backend):
     """Reopening with another mode converts the file and keeps its users."""
     path = tmp_path / "a.sqlite3"
-    with Manager(path, server, durability="full") as manager:
+    with backend(path, server, durability="full") as manager:
         manager.create_user("sip:a@example.org;gr=1", SERVER_URL, curve)
     assert _journal_mode(path) == "delete"
-    with Manager(path, server, durability="fast") as manager:
+    with backend(path, server, durability="fast") as manager:
         assert manager.is_user("sip:a@example.org;gr=1")
     assert _journal_mode(path) == "wal"
-    with Manager(path, server, durability="full") as manager:
+    with backend(path, server, durability="full") as manager:
         assert manager.is_user("sip:a@example.org;gr=1")
     assert _journal_mode(path) == "delete"
 
 
-def test_unknown_mode_and_bad_files_are_refused(tmp_path, server):
+def test_unknown_mode_and_bad_files_are_refused(tmp_path, server, backend):
     """A mode that does not exist is a ValueError; a file that is not SQLite, InternalError."""
     with pytest.raises(ValueError):
-        Manager(tmp_path / "a.sqlite3", server, durability="yolo")
+        backend(tmp_path / "a.sqlite3", server, durability="yolo")
     junk = tmp_path / "junk.sqlite3"
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(InternalError):
-        Manager(junk, server)
+        backend(junk, server)
