@@ -45,8 +45,8 @@ Send = Callable[[Message], Awaitable[None]]
 # from an import string, so there is no other way to hand them an object).
 ENV_CONFIG = "PYLIME_KEYSERVER_CONFIG"
 
-# Enough for a registerUser with 0xFFFF curve448 OPks (about 3.9 MB) would be absurd; 1 MiB
-# covers 200 curve448 OPks (12 KB) and bundle requests for thousands of devices.
+# 1 MiB: far above a registerUser with 200 curve448 OPks (12 KB) or a bundle request for
+# thousands of devices, far below the 3.9 MB of a registerUser with 0xFFFF curve448 OPks.
 DEFAULT_MAX_BODY = 1 << 20
 
 
@@ -57,7 +57,7 @@ class ServerConfig:
     ``realm`` is required unless ``open`` is set (then nobody is authenticated).
     """
 
-    db: str = ":memory:"
+    db: str = field(default=":memory:", repr=False)  # a URL may hold a password
     realm: str | None = None
     open: bool = False
     max_body: int = DEFAULT_MAX_BODY
