@@ -54,9 +54,8 @@ class FaultyTransport:
         if mode == "timeout":
             time.sleep(BOUND)
             raise TimeoutError("the key server did not answer in time")
-        if mode == "never":
-            if not self._never.wait(BOUND):
-                raise TimeoutError("the key server never answered")
+        if mode == "never" and not self._never.wait(BOUND):
+            raise TimeoutError("the key server never answered")
         if mode == "reset-before":
             raise ConnectionResetError("connection reset by peer")
         code, answer = self.server.post(url, sender, body)

@@ -336,7 +336,7 @@ def check_mutated_decrypt(pair: Pair, msg: Message, recipe: list[list[Any]],
         result = pair.decrypt(dr, cipher)
     except DECRYPT_ERRORS:
         pass
-    except BaseException as exc:  # noqa: BLE001 - anything else is what we look for
+    except BaseException as exc:
         raise Finding("untyped-exception", f"{type(exc).__name__}: {exc}") from exc
     else:
         if junk_before_tag(msg.dr, msg.cipher, dr, cipher, pair.curve) \
@@ -361,7 +361,7 @@ def check_genuine(pair: Pair, msg: Message, consumed: bool) -> None:
         raise Finding("replay-accepted", "a consumed message decrypted again")
     try:
         result = pair.decrypt(msg.dr, msg.cipher)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         raise Finding("session-wedged",
                       f"the genuine {msg.stage} message no longer decrypts: "
                       f"{type(exc).__name__}: {exc}") from exc
@@ -426,7 +426,7 @@ def check_reference_parsers(data: bytes) -> str:
         return "refused"
     except Finding:
         raise
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         raise Finding("untyped-exception", f"{type(exc).__name__}: {exc}") from exc
     return "parsed"
 
@@ -461,7 +461,7 @@ class KeyServerTarget:
         content_type = CONTENT_TYPES[(data[0] >> 4) % len(CONTENT_TYPES)]
         try:
             answer = self.server.handle(sender, data[1:], content_type=content_type)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             raise Finding("untyped-exception", f"handle raised {type(exc).__name__}: {exc}") \
                 from exc
         if not isinstance(answer, bytes) or len(answer) < 3 or answer[0] != 1:
@@ -515,7 +515,7 @@ def check_envelope(data: bytes) -> str:
         env = parse_envelope(content_type, body, encoding_name)
     except ENVELOPE_ERRORS:
         return "refused"
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         raise Finding("untyped-exception", f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(env.cipher_message, bytes) or not isinstance(env.sender, str):
         raise Finding("bad-result", "parse_envelope returned a malformed Envelope")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import typing
 import weakref
 
 import pytest
@@ -30,7 +31,7 @@ URL = "https://keys.example.org"
 class _Tracked(manager_module.Operation):
     """An Operation that registers a weak reference to itself on creation."""
 
-    live: list[weakref.ref] = []
+    live: typing.ClassVar[list[weakref.ref]] = []
 
     def __init__(self) -> None:
         super().__init__()

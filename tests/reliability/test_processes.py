@@ -85,7 +85,7 @@ def _backend_name(backend) -> str:
 def test_two_processes_never_corrupt_a_shared_database(backend, tmp_path):
     """Whatever happens to the processes, PRAGMA integrity_check finds the database intact."""
     path = str(tmp_path / "shared.sqlite3")
-    codes, _ = _two_processes(_backend_name(backend), path, rounds=1)
+    _two_processes(_backend_name(backend), path, rounds=1)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         users = db.execute("SELECT UserId, curveId FROM lime_LocalUsers").fetchall()
