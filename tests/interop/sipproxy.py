@@ -217,6 +217,8 @@ class SipProxy:
         self.zrtp: list[ZrtpPacket] = []
         self.errors: list[str] = []
         self.on_request: Callable[[SipMessage, tuple[str, int]], None] | None = None
+        # A man in the middle for tests: rewrites each SDP it forwards (offer=True for INVITEs).
+        self.sdp_filter: Callable[[bytes, bool], bytes] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._branches = itertools.count(1)
         self._calls: dict[str, tuple[_Relay, _Relay]] = {}
@@ -437,8 +439,11 @@ class SipProxy:
         msg.headers.insert(0, ("Via", f"SIP/2.0/UDP {HOST}:{self.port};branch={branch};rport"))
         if msg.method in ("INVITE", "SUBSCRIBE", "REFER") and ";tag=" not in (msg.get("To") or ""):
             msg.headers.insert(1, ("Record-Route", f"<sip:{HOST}:{self.port};lr>"))
-        if self.relay_media and msg.body and "application/sdp" in (msg.get("Content-Type") or ""):
-            msg.body = self._relay_sdp(msg, offer=msg.method == "INVITE")
+        if msg.body and "application/sdp" in (msg.get("Content-Type") or ""):
+            if self.sdp_filter is not None:
+                msg.body = self.sdp_filter(msg.body, msg.method == "INVITE")
+            if self.relay_media:
+                msg.body = self._relay_sdp(msg, offer=msg.method == "INVITE")
         self._send(msg, target)
 
     def _is_me(self, uri: str) -> bool:
@@ -456,9 +461,12 @@ class SipProxy:
             if _COMPACT.get(k.lower(), k.lower()) == "via":
                 del msg.headers[i]
                 break
-        if self.relay_media and msg.body and msg.method == "INVITE" and msg.status == 200 \
+        if msg.body and msg.method == "INVITE" and msg.status == 200 \
                 and "application/sdp" in (msg.get("Content-Type") or ""):
-            msg.body = self._relay_sdp(msg, offer=False)
+            if self.sdp_filter is not None:
+                msg.body = self.sdp_filter(msg.body, False)
+            if self.relay_media:
+                msg.body = self._relay_sdp(msg, offer=False)
         self._send(msg, self._via_addr(vias[1]))
 
     # ------------------------------------------------------------------ media relay

@@ -11,6 +11,8 @@ status with the one the real client wrote in its lime database.
 from __future__ import annotations
 
 import base64
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +225,52 @@ def test_sas_verdicts_with_unsafe_if_sas_refused(
         ("bob", False), ("bob", True), ("bob", False), ("alice", True), ("alice", False),
     ], unsafe_if_sas_refused=True)
     assert [r["linphone_db"] for r in records] == ["UNSAFE", "TRUSTED", "UNSAFE", "TRUSTED", "UNSAFE"]
+
+
+def test_a_swapped_a_ik_is_caught_by_the_aux_secret_and_a_verified_sas_marks_the_peer_unsafe(
+    clients: Clients, transcript: Transcript, tmp_path: Path
+) -> None:
+    """A proxy swapping alice's a=Ik: each side's DHPart shows a mismatch; SAS verified → unsafe, as pylime says."""
+    fake = os.urandom(32)
+
+    def swap_alice_ik(body: bytes, offer: bool) -> bytes:
+        if not offer:
+            return body
+        return re.sub(rb"^a=Ik:[A-Za-z0-9+/=]+", b"a=Ik:" + base64.b64encode(fake), body, flags=re.MULTILINE)
+
+    clients.proxy.sdp_filter = swap_alice_ik
+    info = call(clients, transcript)
+    offer, answer = sip_bodies(clients.proxy)  # as the clients sent them
+    alice_sdp, bob_sdp = parse_sdp_identity(offer), parse_sdp_identity(answer)
+    seen_by_bob = SdpIdentity(None, fake)
+    assert info["bob"]["remote_ik"]["Ik"] == base64.b64encode(fake).decode()
+    assert info["alice"]["sas"] == info["bob"]["sas"]  # the DH is untouched: only the identity lies
+
+    alice_secret = aux_secret(alice_sdp, bob_sdp, outgoing=True)
+    bob_secret = aux_secret(bob_sdp, seen_by_bob, outgoing=False)
+    with_alice = {leg: status for leg, _, status in zrtp_checks(clients.proxy, alice_secret)}
+    with_bob = {leg: status for leg, _, status in zrtp_checks(clients.proxy, bob_secret)}
+    transcript.add("aux_secret_checks", {"alice_secret": {k: v.name for k, v in with_alice.items()},
+                                         "bob_secret": {k: v.name for k, v in with_bob.items()}})
+    # Each DHPart carries its sender's own secret: pylime predicts both, and each side sees a mismatch.
+    assert with_alice == {"caller": AuxSecretStatus.MATCH, "callee": AuxSecretStatus.MISMATCH}
+    assert with_bob == {"caller": AuxSecretStatus.MISMATCH, "callee": AuxSecretStatus.MATCH}
+
+    mirrors = {"alice": mirror(tmp_path, "alice"), "bob": mirror(tmp_path, "bob")}
+    records = []
+    try:
+        for who, peer_sdp in (("bob", seen_by_bob), ("alice", bob_sdp)):
+            peer_contact = info[who]["remote_contact"]
+            expected = apply_sas_verdict(mirrors[who], peer_contact, verified=True,
+                                         aux_status=AuxSecretStatus.MISMATCH, peer_keys=peer_sdp)
+            dbs = clients.peer("verify", name=who, verified=True, settle=0.5)
+            status, ik = db_status(dbs, who, normalize_device_id(peer_contact))
+            records.append({"side": who, "pylime": expected.name, "linphone_db": status.name, "ik": ik})
+            transcript.add("lime_statuses", records)
+            assert status is expected is PeerStatus.UNSAFE
+    finally:
+        for manager in mirrors.values():
+            manager.close()
+        clients.peer("hangup")
+    lines = clients.peer("log_grep", needle="SAS is verified but the auxiliary secret mismatches")["lines"]
+    assert len(lines) == 2
