@@ -110,6 +110,7 @@ _FUNCTIONS: list[tuple[str, Any, list[Any]]] = [
     ("linphone_call_get_state", _i, [_c]),
     ("linphone_call_get_authentication_token", _s, [_c]),
     ("linphone_call_set_authentication_token_verified", None, [_c, _i]),
+    ("linphone_call_get_authentication_token_verified", _i, [_c]),
     ("linphone_call_get_remote_params", _c, [_c]),
     ("linphone_call_get_current_params", _c, [_c]),
     ("linphone_call_get_remote_contact", _s, [_c]),

@@ -255,6 +255,7 @@ class Peer:
                 "remote_ik": {k: L._str(L.lib.linphone_call_params_get_custom_sdp_attribute(remote, k.encode()))
                               for k in ("Ik", "lime-Ik", "lime-Iks")},
                 "media_encryption": L.lib.linphone_call_params_get_media_encryption(current),
+                "sas_verified": bool(L.lib.linphone_call_get_authentication_token_verified(call)),
             }
         return info
 

@@ -274,3 +274,26 @@ def test_a_swapped_a_ik_is_caught_by_the_aux_secret_and_a_verified_sas_marks_the
         clients.peer("hangup")
     lines = clients.peer("log_grep", needle="SAS is verified but the auxiliary secret mismatches")["lines"]
     assert len(lines) == 2
+
+
+def test_a_second_call_finds_the_sas_verified_in_the_zrtp_cache_and_trust_kept(
+    clients: Clients, transcript: Transcript
+) -> None:
+    """After both sides verified, the next call is verified from the ZRTP cache; lime keeps both trusted."""
+    first = call(clients, transcript)
+    assert not first["alice"]["sas_verified"] and not first["bob"]["sas_verified"]
+    clients.peer("verify", name="alice", verified=True, settle=0.3)
+    dbs = clients.peer("verify", name="bob", verified=True, settle=0.3)
+    clients.peer("hangup")
+    clients.proxy.zrtp.clear()
+    second = clients.peer("call", caller="alice", callee="bob",
+                          target=clients.proxy.binding_for("bob").gruu, timeout=30)  # type: ignore[union-attr]
+    transcript.add("second_call", second)
+    assert second["alice"]["sas_verified"] and second["bob"]["sas_verified"]
+    assert second["alice"]["sas"] != first["alice"]["sas"]  # a new key agreement, remembered trust
+    after = clients.lime_dbs()
+    transcript.add("lime", {"after_first_call": dbs, "after_second_call": after})
+    for side in ("alice", "bob"):
+        assert [p["status"] for p in after[side]["peers"]] == [int(PeerStatus.TRUSTED)]
+        assert after[side]["peers"] == dbs[side]["peers"]
+    clients.peer("hangup")
