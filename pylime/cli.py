@@ -17,6 +17,13 @@ __all__ = ["main"]
 
 _GROUPS: dict[str, str] = {
     "keyserver": "pylime.keyserver.cli:keyserver",
+    "device": "pylime.commands.device:device",
+    "identity": "pylime.commands.identity:identity",
+    "peer": "pylime.commands.peer:peer",
+    "encrypt": "pylime.commands.messages:encrypt",
+    "decrypt": "pylime.commands.messages:decrypt",
+    "diagnose": "pylime.commands.messages:diagnose",
+    "interop": "pylime.commands.interop:interop",
 }
 
 
