@@ -22,7 +22,7 @@ SOAK = Path(__file__).resolve().parents[2] / "scripts" / "soak_durability"
 def _soak(tmp_path: Path, *args: str) -> tuple[int, list[dict[str, object]]]:
     proc = subprocess.run(
         [sys.executable, str(SOAK), "--json", "--dir", str(tmp_path), "--seconds", "20",
-         "--max-delay", "0.15", "--renew", "15", "--final", "10", "--seed", "20261127", *args],
+         "--max-delay", "0.15", "--final", "10", "--seed", "20261127", "--renew", "15", *args],
         capture_output=True, text=True, timeout=120, check=False)
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()]
 
@@ -38,8 +38,11 @@ def test_killed_process_keeps_every_acknowledged_message(tmp_path, mode):
     assert rc == 0
 
 
-def test_soak_catches_a_database_that_lost_committed_work(tmp_path):
-    """Negative control: rolling a receiver's database back makes the soak fail."""
-    rc, [result] = _soak(tmp_path, "--modes", "fast", "--kills", "6", "--inject-rollback")
-    assert any(f.startswith(("LOST", "STUCK", "SESSIONS")) for f in result["failures"])
+@pytest.mark.parametrize("renew", ["15", "0"], ids=["with-renewals", "one-session"])
+def test_soak_catches_a_database_that_lost_committed_work(tmp_path, renew):
+    """Negative control: rolling the receiver's database back makes the soak fail."""
+    rc, [result] = _soak(tmp_path, "--modes", "fast", "--kills", "6", "--renew", renew,
+                         "--inject-rollback")
+    kinds = ("SESSIONS", "LOST", "STUCK") if renew != "0" else ("LOST", "STUCK")
+    assert any(f.startswith(kinds) for f in result["failures"])
     assert rc == 1
