@@ -14,6 +14,7 @@ import base64
 import binascii
 import functools
 import json
+import logging
 import os
 import sqlite3
 import stat
@@ -220,6 +221,10 @@ def lime_command(group: click.Group | None, name: str | None = None, *,
                 credentials=params.pop("credentials"),
                 timeout=params.pop("timeout"),
             )
+            if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+                # lime logs the failures we report ourselves (exit code and message);
+                # `pylime -v ...` shows its log.
+                logging.getLogger("pylime.lime").setLevel(logging.CRITICAL)
             try:
                 func(settings, **params)
             except click.exceptions.Exit:

@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 
 from pylime.commands.common import (
+    EXIT_USAGE,
+    CliFailure,
     Offline,
     Settings,
     b64,
@@ -38,14 +40,27 @@ def identity() -> None:
 def show(settings: Settings, device_id: str, qr: bool, only_fingerprint: bool,
          qr_file: str | None) -> None:
     """Show DEVICE_ID's public identity key, its fingerprint and (--qr) its QR code."""
-    from pylime.linphone import fingerprint, format_fingerprint, qr_payload, qr_terminal, save_qr
+    from pylime.linphone import (
+        InvalidDeviceIdError,
+        fingerprint,
+        format_fingerprint,
+        qr_payload,
+        qr_terminal,
+        save_qr,
+    )
 
     with open_manager(settings, Offline()) as manager:
         key = manager.identity_key(device_id)
         server = manager.server_url(device_id)
     curve = curve_of_key(key)
-    payload = qr_payload(device_id, key, curve)
-    if qr_file is not None:
+    try:
+        payload: str | None = qr_payload(device_id, key, curve)
+    except InvalidDeviceIdError:  # the QR format names a GRUU: other ids have no QR code
+        payload = None
+        if qr or qr_file is not None:
+            raise CliFailure(f"{device_id} is not a GRUU (sip:...;gr=urn:uuid:...): "
+                             "no identity QR code for it", EXIT_USAGE) from None
+    if qr_file is not None and payload is not None:
         save_qr(payload, qr_file, kind="svg" if qr_file.lower().endswith(".svg") else "png")
     data = {"device_id": device_id, "curve": curve_name(curve), "server": server,
             "identity_key": b64(key), "fingerprint": fingerprint(key, curve),
@@ -62,7 +77,7 @@ def show(settings: Settings, device_id: str, qr: bool, only_fingerprint: bool,
             click.echo("fingerprint")
             for line in format_fingerprint(key, curve).splitlines():
                 click.echo(f"  {line}")
-        if qr:
+        if qr and payload is not None:
             click.echo(qr_terminal(payload))
             click.echo(payload)
         if qr_file is not None:
