@@ -28,7 +28,7 @@ from pylime import errors
 from pylime.keyserver import KeyServer
 from pylime.keyserver.protocol import X3DHParseError, parse_request, parse_response
 from pylime.linphone import errors as linphone_errors
-from pylime.linphone.envelope import parse_envelope
+from pylime.linphone.envelope import content_type_for, parse_envelope
 from pylime.reference import encoding
 from pylime.types import Curve, Policy
 
@@ -493,6 +493,7 @@ def _victim_register(curve: Curve) -> bytes:
 
 
 ENVELOPE_CONTENT_TYPES = [
+    content_type_for("b"),  # exactly what build_envelope sends
     'multipart/encrypted;boundary="b";protocol="application/lime"',
     "multipart/encrypted;boundary=b",
     'multipart/encrypted; protocol="application/lime"; boundary=--a',
@@ -535,8 +536,10 @@ def envelope_seeds() -> Iterator[bytes]:
         env = Envelope(sender="sip:alice@example.org;gr=urn:uuid:a", message_id=mid,
                        key_parts=keys, cipher_message=os.urandom(300) if deflate else b"x" * 30)
         built = build_envelope(env, boundary="b", deflate=deflate)
-        enc = built.headers.get("Content-Encoding")
-        selector = ENCODINGS.index("deflate" if enc else None) << 3
+        content_type = ENVELOPE_CONTENT_TYPES.index(built.content_type)
+        encoding_index = ENCODINGS.index(built.content_encoding)
+        selector = next(x for x in range(256) if x % len(ENVELOPE_CONTENT_TYPES) == content_type
+                        and (x >> 3) % len(ENCODINGS) == encoding_index)
         yield bytes([selector]) + built.body
 
 
