@@ -12,6 +12,7 @@ the room, and the real clients decrypt and show them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class PylimeDevice:
         self.manager.create_user(self.device_id, keyserver_url, Curve.C25519)
         self.room: str | None = None
         self.decrypted: list[Any] = []
+        self.notifications: list[Any] = []
+        self.sent_ids: list[str] = []
+        self._seen = 0
 
     def join(self, timeout: float = 15.0) -> str:
         """Wait for the room's INVITE (answered 200 by the agent), then SUBSCRIBE to the room."""
@@ -57,18 +61,40 @@ class PylimeDevice:
         self.sip.wait_for("NOTIFY", timeout=timeout)
         return self.room
 
-    def read(self, count: int, timeout: float = 15.0) -> list[Any]:
-        """Decrypt the first ``count`` MESSAGEs the room forwarded to us, from their raw bodies."""
-        received = self.sip.wait_for("MESSAGE", count, timeout=timeout)
-        for item in received[len(self.decrypted):count]:
+    def _drain(self) -> None:
+        """Decrypt every MESSAGE received since the last call: text, or a notification (IMDN)."""
+        received = [r for r in self.sip.received if r.method == "MESSAGE"]
+        for item in received[self._seen:]:
+            self._seen += 1
             headers = dict(item.message.headers)
-            self.decrypted.append(decrypt_message(self.manager, self.device_id, item.message.body, headers))
+            msg = decrypt_message(self.manager, self.device_id, item.message.body, headers)
+            (self.decrypted if msg.content_type == "text/plain" else self.notifications).append(msg)
+
+    def read(self, count: int, timeout: float = 15.0) -> list[Any]:
+        """The first ``count`` text messages the room forwarded to us, decrypted from the raw bodies."""
+        self._wait(lambda: len(self.decrypted) >= count, timeout, f"{count} messages")
         return self.decrypted[:count]
+
+    def wait_notifications(self, count: int, timeout: float = 15.0) -> list[Any]:
+        """The first ``count`` decrypted non-text messages (IMDNs)."""
+        self._wait(lambda: len(self.notifications) >= count, timeout, f"{count} notifications")
+        return self.notifications[:count]
+
+    def _wait(self, done: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drain()
+            if done():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.sip.user}: no {what} within {timeout} s")
+            time.sleep(0.02)
 
     def say(self, text: str, devices: list[str]) -> int:
         """Encrypt ``text`` to every other device of the room and send it to the room."""
         assert self.room is not None
         out = encrypt_message(self.manager, self.device_id, self.room, devices, text)
+        self.sent_ids.append(out.message_id)
         return self.sip.send_message(self.room, out.body.body, out.headers)
 
     def close(self) -> None:
@@ -141,11 +167,18 @@ def test_real_client_and_pylime_device_exchange_encrypted_group_messages(
         assert shown["text"] == "Hi alice, pylime here"
         assert shown["sender"] == carol.device_id and shown["room"] == room["address"]
         assert shown["content_type"] == "text/plain"
+        # alice's client acknowledges with an encrypted IMDN (deflated by 5.1.65): pylime reads it.
+        (imdn,) = carol.wait_notifications(1)
+        transcript.add("imdn", {"content_type": imdn.content_type, "text": imdn.text})
+        assert imdn.sender == alice_id and imdn.content_type == "message/imdn+xml"
+        assert carol.sent_ids[0] in imdn.text and "<delivered/>" in imdn.text
         # What alice's client sent: its Content-Type and Content-Encoding, and the envelope pylime
         # parsed (forwarded by the server unchanged) addresses carol's device by exact Content-Id.
-        (wire,) = _sent_by(proxy, "alice")
+        wire, imdn_wire = _sent_by(proxy, "alice")[:2]
         headers = {k: v for k, v in wire["headers"] if k.lower() in ("content-type", "content-encoding")}
-        transcript.add("alice_message_headers", headers)
+        imdn_headers = {k: v for k, v in imdn_wire["headers"] if k.lower() in ("content-type", "content-encoding")}
+        transcript.add("alice_message_headers", {"text": headers, "imdn": imdn_headers})
+        assert imdn_headers["Content-Encoding"] == "deflate"
         forwarded = carol.sip.wait_for("MESSAGE")[0].message
         envelope = parse_envelope(forwarded.get("Content-Type") or "", forwarded.body,
                                   forwarded.get("Content-Encoding"))
