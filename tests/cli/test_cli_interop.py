@@ -1,0 +1,67 @@
+"""`pylime interop`: the main job, green on both curves and both backends, in under a minute."""
+
+from __future__ import annotations
+
+import time
+
+SCENARIOS = {"one-to-one", "multi-device", "group dr_message", "group cipher_message",
+             "group optimize_upload_size", "group optimize_global_bandwidth", "out-of-order",
+             "handoff", "mitm", "envelope", "auth"}
+
+
+def test_interop_is_green_on_both_curves_and_backends(cli):
+    """The full matrix on the embedded key server passes, and fast."""
+    start = time.monotonic()
+    done = cli("interop", "--json", timeout=120)
+    elapsed = time.monotonic() - start
+    assert done.code == 0, done.out + done.err
+    data = done.json()
+    assert set(data) == {"ok", "server", "seconds", "passed", "total", "results"}
+    assert data["ok"] is True and data["passed"] == data["total"] == len(data["results"])
+    rows = data["results"]
+    assert all(set(r) == {"scenario", "curve", "backends", "ok", "seconds", "detail"}
+               for r in rows)
+    assert {r["scenario"] for r in rows} == SCENARIOS
+    assert {r["curve"] for r in rows} == {"c25519", "c448"}
+    pairs = {r["backends"] for r in rows if r["scenario"] == "one-to-one"}
+    assert pairs == {"lime→lime", "lime→reference", "reference→lime", "reference→reference"}
+    assert {r["backends"] for r in rows if r["scenario"] == "handoff"} == \
+        {"lime⇒reference", "reference⇒lime"}
+    assert elapsed < 60
+
+
+def test_interop_prints_one_table(cli):
+    """Text mode: one table with a row per check and the pass count."""
+    done = cli("interop", "--curve", "c25519", "--backend", "reference", timeout=120)
+    assert done.code == 0, done.out + done.err
+    assert "pylime interop against embedded key server https://127.0.0.1:" in done.out
+    assert "passed in" in done.out and "FAIL" not in done.out
+    for scenario in ("one-to-one", "group dr_message", "handoff", "mitm", "envelope", "auth"):
+        assert scenario in done.out
+
+
+def test_interop_against_a_key_server_someone_else_runs(cli, keyserver):
+    """--against URL with --ca-file and the account from the environment; no secret echoed."""
+    env = {"PYLIME_USERNAME": "carol", "PYLIME_PASSWORD": keyserver.passwords["carol"]}
+    done = cli("interop", "--against", keyserver.url, "--ca-file", keyserver.ca_file,
+               "--curve", "c448", "--backend", "lime", "--json", env=env, timeout=120)
+    assert done.code == 0, done.out + done.err
+    data = done.json()
+    assert data["server"] == keyserver.url and data["ok"] is True
+    assert "auth" not in {r["scenario"] for r in data["results"]}
+    assert keyserver.passwords["carol"] not in done.out + done.err
+
+
+def test_interop_against_an_unreachable_server_exits_3(cli):
+    """Nothing listens there: exit 3 before any row."""
+    done = cli("interop", "--against", "https://127.0.0.1:9/lime", "--json", "--timeout", "2")
+    assert done.code == 3
+    assert done.json()["ok"] is False
+
+
+def test_interop_with_wrong_credentials_fails(cli, keyserver):
+    """A refused account makes the run fail (non-zero), never silently pass."""
+    env = {"PYLIME_USERNAME": "carol", "PYLIME_PASSWORD": "wrong"}
+    done = cli("interop", "--against", keyserver.url, "--ca-file", keyserver.ca_file,
+               "--curve", "c25519", "--backend", "reference", "--json", env=env, timeout=120)
+    assert done.code != 0
