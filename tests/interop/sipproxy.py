@@ -435,7 +435,10 @@ class SipProxy:
                 return
             msg.remove("Max-Forwards")
             msg.headers.append(("Max-Forwards", str(int(mf) - 1)))
-        branch = "z9hG4bK" + hashlib.sha256(f"{msg.get('Via')}{next(self._branches)}".encode()).hexdigest()[:16]
+        # RFC 3261 §16.11: a stateless proxy derives its branch from the incoming one, so that the
+        # ACK of a non-2xx (and a CANCEL) gets the INVITE's branch and matches its transaction.
+        incoming = _param(msg.get("Via") or "", "branch") or str(next(self._branches))
+        branch = "z9hG4bK" + hashlib.sha256(incoming.encode()).hexdigest()[:16]
         msg.headers.insert(0, ("Via", f"SIP/2.0/UDP {HOST}:{self.port};branch={branch};rport"))
         if msg.method in ("INVITE", "SUBSCRIBE", "REFER") and ";tag=" not in (msg.get("To") or ""):
             msg.headers.insert(1, ("Record-Route", f"<sip:{HOST}:{self.port};lr>"))

@@ -19,8 +19,17 @@ from typing import Any
 
 import pytest
 
-from pylime import Curve, PeerStatus
-from pylime.linphone import build_envelope, decrypt_message, encrypt_message, parse_envelope
+from pylime import Curve, PeerStatus, Policy
+from pylime.linphone import (
+    Envelope,
+    KeyPart,
+    build_envelope,
+    build_text_cpim,
+    decrypt_message,
+    encrypt_message,
+    parse_envelope,
+)
+from pylime.linphone.address import recipient_user_id
 from pylime.linphone.envelope import content_type_for
 from pylime.transport.https import HttpsTransport
 from tests.interop.accounts import FACTORY, registry, start_clients, start_focus
@@ -231,3 +240,70 @@ def test_two_real_clients_and_two_pylime_devices_in_one_room(
         assert peer("messages", name="alice", count=2, timeout=15)["messages"][-1]["text"] == "bob agrees"
     finally:
         _record(transcript, peer, proxy, keyserver[0], [carol, dave])
+
+
+def _answers(proxy: SipProxy, user: str) -> list[int]:
+    """Statuses ``user``'s client answered to MESSAGEs the room forwarded to it."""
+    out = []
+    for e in proxy.transcript:
+        headers = {k.lower(): v for k, v in e["headers"]}
+        if e["dir"] == "in" and not e["request"] and e["method"] == "MESSAGE" \
+                and f"sip:{user}@" in headers.get("to", "") and "chatroom-" in headers.get("from", ""):
+            out.append(int(e["start"].split()[1]))
+    return out
+
+
+def _wait_answers(proxy: SipProxy, user: str, count: int, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(_answers(proxy, user)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{user} answered {len(_answers(proxy, user))} of {count} MESSAGEs")
+        time.sleep(0.02)
+    return _answers(proxy, user)
+
+
+def test_real_client_refuses_a_forged_sender_and_a_message_without_its_key_part(
+    peer: PeerProcess, proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any],
+    tls_cert: tuple[Path, Path], make_device: Any, transcript: Transcript,
+) -> None:
+    """Inner CPIM From is not the sender, or no key part for the device: 5.1.65 answers 488, shows nothing."""
+    start_focus(peer, proxy)
+    clients = start_clients(peer, proxy, keyserver, tls_cert[0], ["alice"],
+                            account={"conference_factory_uri": FACTORY})
+    carol = make_device("carol")
+    alice_id = clients.device_id("alice")
+    try:
+        peer("set_registry", registry=registry(proxy))
+        room = peer("create_room", name="alice", participants=["sip:carol@localhost"])["address"]
+        carol.join()
+        ruid = recipient_user_id(room)
+
+        # carol's device claims, inside the encryption, to be alice (pylime's encrypt_message refuses this).
+        forged = build_text_cpim(alice_id, room, "forged by carol").to_bytes()
+        result = carol.manager.encrypt(carol.device_id, ruid, [alice_id], forged, Policy.CIPHER_MESSAGE)
+        body = build_envelope(Envelope(carol.device_id, "forged-0001",
+                                       (KeyPart(alice_id, result.recipients[0].dr_message),),
+                                       result.cipher_message))
+        assert carol.sip.send_message(room, body.body, body.headers) == 200  # the server forwards it
+        assert _wait_answers(proxy, "alice", 1) == [488]
+
+        # A genuine message whose key part is labelled for another device.
+        plain = build_text_cpim(carol.device_id, room, "not for you").to_bytes()
+        result = carol.manager.encrypt(carol.device_id, ruid, [alice_id], plain, Policy.CIPHER_MESSAGE)
+        other = "sip:zed@localhost;gr=urn:uuid:00000000-0000-4000-8000-000000000099"
+        body = build_envelope(Envelope(carol.device_id, "nokey-0001",
+                                       (KeyPart(other, result.recipients[0].dr_message),),
+                                       result.cipher_message))
+        assert carol.sip.send_message(room, body.body, body.headers) == 200
+        assert _wait_answers(proxy, "alice", 2) == [488, 488]
+
+        # Then a good one: shown, so the refused ones were dropped, not queued.
+        assert carol.say("a genuine one", [alice_id]) == 200
+        (shown,) = peer("messages", name="alice", count=1, timeout=15)["messages"]
+        assert (shown["text"], shown["sender"]) == ("a genuine one", carol.device_id)
+        assert _wait_answers(proxy, "alice", 3) == [488, 488, 200]
+        notes = carol.wait_notifications(1, timeout=5)
+        transcript.add("imdns", [n.text for n in carol.notifications])
+        assert any(carol.sent_ids[0] in n.text for n in notes)
+    finally:
+        _record(transcript, peer, proxy, keyserver[0], [carol])
