@@ -7,7 +7,19 @@
         status, answer = server.post(url, device_id, request_body)
 
 The HTTPS service around it: :class:`KeyServerApp` (ASGI, Digest authentication) served by
-uvicorn through :mod:`pylime.keyserver.service` (``pylime keyserver serve``).
+uvicorn through :mod:`pylime.keyserver.service` (``pylime keyserver serve``)::
+
+    PYLIME_PASSWORD=... pylime keyserver account add alice@example.org --db keys.sqlite3
+    pylime keyserver serve --realm example.org --db keys.sqlite3          # self-signed TLS
+    pylime keyserver serve --realm example.org --tls-cert C --tls-key K \\
+        --db postgresql://lime@db/lime --workers 4                        # several processes
+
+Operators should know: accounts hold HA1 values only (the SIP account's password is never
+stored); an account may act only on devices ``sip:<user>@<realm>;gr=...``, while fetching
+bundles needs any account; Digest nonces live in each server process's memory, so a client
+moved to another process answers one extra challenge (``stale=true``); ``GET /health`` checks
+the database; SIGTERM finishes the requests in flight, then closes the database; logs carry
+device ids and outcomes, never passwords, HA1 values or keys.
 """
 
 from __future__ import annotations
