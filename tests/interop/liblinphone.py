@@ -10,7 +10,6 @@ and everything that waits is bounded by a deadline.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import time
 from collections.abc import Callable

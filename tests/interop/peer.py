@@ -13,6 +13,7 @@ import base64
 import ctypes
 import json
 import os
+import resource
 import select
 import sqlite3
 import sys
@@ -298,6 +299,8 @@ class Peer:
 
 
 def main() -> None:
+    # A crash is an expected result here: never leave a core dump behind.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     workdir = Path(sys.argv[1])
     lifetime = float(sys.argv[2]) if len(sys.argv) > 2 else LIFETIME
     workdir.mkdir(parents=True, exist_ok=True)

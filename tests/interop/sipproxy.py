@@ -196,7 +196,9 @@ class SipProxy:
         routes: user-name prefix → (host, port) for requests that no registration serves
             (a conference server's factory and chat rooms).
         relay_media: rewrite SDP so that audio goes through a relay that records ZRTP.
-        answer: a hook that may answer a request itself (returns a status code or None).
+        expires: the registration lifetime granted when the REGISTER asks for none.
+
+    ``sdp_filter`` (a man in the middle for tests) may rewrite every SDP it forwards.
     """
 
     def __init__(
@@ -216,7 +218,6 @@ class SipProxy:
         self.raw_bodies: list[bytes] = []  # entry["raw"] indexes this: the exact bytes of each body
         self.zrtp: list[ZrtpPacket] = []
         self.errors: list[str] = []
-        self.on_request: Callable[[SipMessage, tuple[str, int]], None] | None = None
         # A man in the middle for tests: rewrites each SDP it forwards (offer=True for INVITEs).
         self.sdp_filter: Callable[[bytes, bool], bytes] | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -350,8 +351,6 @@ class SipProxy:
         if ";received=" not in top:
             top += f";received={addr[0]}"
         self._set_top_via(msg, top)
-        if self.on_request is not None:
-            self.on_request(msg, addr)
         if msg.method == "REGISTER":
             self._register(msg, addr)
         else:

@@ -28,7 +28,7 @@ def test_parser_answers_each_crash_variant_with_a_typed_error(name: str) -> None
     assert isinstance(info.value, EnvelopeError)
 
 
-def test_parser_accepts_the_spellings_linphone_survives():
+def test_parser_accepts_the_spellings_linphone_survives() -> None:
     """Spaces around ';' and '=', and an upper-case type that bypasses belle-sip's channel, parse."""
     good = sample_body()
     boundary = good.content_type.split(";boundary=", 1)[1]
@@ -40,7 +40,7 @@ def test_parser_accepts_the_spellings_linphone_survives():
         assert parse_envelope(content_type, good.body).device_ids == (BOB,)
 
 
-def test_builder_refuses_an_empty_cipher_message():
+def test_builder_refuses_an_empty_cipher_message() -> None:
     """lime's DR-message policy yields an empty cipher message; as the last part it kills 5.1.65."""
     envelope = Envelope(ALICE, "m", (KeyPart(BOB, b"\x01\x00\x01"),), b"")
     with pytest.raises(EnvelopeError, match="empty"):

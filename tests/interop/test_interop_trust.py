@@ -88,7 +88,7 @@ def call(clients: Clients, transcript: Transcript) -> dict[str, Any]:
     """Alice calls Bob's GRUU through the proxy; both sides reach StreamsRunning with a SAS."""
     bob = clients.proxy.binding_for("bob")
     assert bob is not None
-    info = clients.peer("call", caller="alice", callee="bob", target=bob.gruu, timeout=30)
+    info: dict[str, Any] = clients.peer("call", caller="alice", callee="bob", target=bob.gruu, timeout=30)
     transcript.add("call", info)
     return info
 
@@ -141,6 +141,7 @@ def test_real_a_ik_matches_our_key_server_and_the_aux_secret_is_the_one_5165_use
     transcript.add("sdp", {"offer": offer, "answer": answer})
     # 5.1.65 sends only the legacy attribute, session level.
     assert mine.lime_iks is None and theirs.lime_iks is None
+    assert mine.ik is not None and theirs.ik is not None
     assert mine.ik == clients.keyserver.identity_key(alice)
     assert theirs.ik == clients.keyserver.identity_key(bob)
     # liblinphone's own view of the remote attribute agrees.
@@ -153,6 +154,7 @@ def test_real_a_ik_matches_our_key_server_and_the_aux_secret_is_the_one_5165_use
     assert info["alice"]["media_encryption"] == info["bob"]["media_encryption"] == 2  # ZRTP
 
     secret = aux_secret(mine, theirs, outgoing=True)
+    assert secret is not None
     assert secret == aux_secret(theirs, mine, outgoing=False) == mine.ik + theirs.ik
     checks = zrtp_checks(clients.proxy, secret)
     transcript.add("aux_secret_checks", [(leg, kind, status.name) for leg, kind, status in checks])
@@ -248,6 +250,7 @@ def test_a_swapped_a_ik_is_caught_by_the_aux_secret_and_a_verified_sas_marks_the
 
     alice_secret = aux_secret(alice_sdp, bob_sdp, outgoing=True)
     bob_secret = aux_secret(bob_sdp, seen_by_bob, outgoing=False)
+    assert alice_secret is not None and bob_secret is not None
     with_alice = {leg: status for leg, _, status in zrtp_checks(clients.proxy, alice_secret)}
     with_bob = {leg: status for leg, _, status in zrtp_checks(clients.proxy, bob_secret)}
     transcript.add("aux_secret_checks", {"alice_secret": {k: v.name for k, v in with_alice.items()},
