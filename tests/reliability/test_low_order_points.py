@@ -153,6 +153,43 @@ def test_lime_refuses_a_bundle_with_a_low_order_opk_typed(curve):
     assert child.stdout.strip() == "refused"
 
 
+class ValidatingTransport:
+    """The bundle-side fix, as a transport wrapper: refuse a peerBundle with a low-order key."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def post(self, url, sender, body):
+        from pylime.reference.primitives import ed_to_x_public
+
+        code, answer = self.inner.post(url, sender, body)
+        if code == 200 and len(answer) > 2 and answer[1] == proto.MessageType.PEER_BUNDLE:
+            bundle = proto.parse_response(answer)
+            for b in bundle.bundles:
+                if b.ik is None:
+                    continue
+                keys = [b.spk, ed_to_x_public(bundle.curve, b.ik)] + ([b.opk.public] if b.opk
+                                                                        else [])
+                if any(F.is_low_order(bundle.curve, k) for k in keys):
+                    raise ValueError("the peerBundle carries a low-order key")
+        return code, answer
+
+
+def test_a_validating_transport_keeps_a_forged_bundle_away_from_lime(curve):
+    """Checking bundles before lime sees them turns the crash into a typed error (a mitigation)."""
+    code = _BUNDLE_CHILD.replace(
+        "from test_low_order_points import LowOrderOPkServer",
+        "from test_low_order_points import LowOrderOPkServer, ValidatingTransport").replace(
+        "transport=LowOrderOPkServer(server))",
+        "transport=ValidatingTransport(LowOrderOPkServer(server)))").replace(
+        "except errors.EncryptionError:", "except errors.TransportError:")
+    child = subprocess.run([sys.executable, "-c", code, str(HERE), str(int(curve))],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT,
+                           check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.returncode == 0, f"the process died: {child.returncode} {child.stderr[-200:]}"
+    assert child.stdout.strip() == "refused"
+
+
 @pytest.mark.xfail(strict=True, raises=ValueError, reason="the reference lets the DH ValueError "
                    "of a low-order bundle key escape encrypt (report)")
 def test_the_reference_refuses_a_bundle_with_a_low_order_opk_typed(tmp_path, server, curve):
