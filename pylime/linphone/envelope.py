@@ -245,9 +245,10 @@ def build_envelope(
     if not envelope.key_parts:
         raise EnvelopeError("an envelope needs at least one application/lime part")
     if not envelope.cipher_message:
-        # lime's cipher message is never empty (it carries a 16-byte tag); and an empty last
-        # part kills a Linphone 5.1.65 receiver.
-        raise EnvelopeError("the cipher message is empty")
+        # Linphone encrypts with lime's cipherMessage policy, whose cipher message is never empty
+        # (it carries a 16-byte tag). The DR-message policy gives an empty one, and an empty last
+        # part kills a Linphone 5.1.65 receiver (SIGSEGV in belle-sip).
+        raise EnvelopeError("the cipher message is empty: encrypt with Policy.CIPHER_MESSAGE, as Linphone does")
     parts: list[Part] = []
     if envelope.message_id is not None:
         if any(c in envelope.message_id for c in "\r\n"):
