@@ -184,14 +184,17 @@ def _message(exc: BaseException) -> str:
 def _fail(settings: Settings | None, exc: BaseException) -> NoReturn:
     """Report ``exc`` (JSON on stdout with --json, else one line on stderr) and exit."""
     code = exit_code_for(exc)
+    message = _message(exc)
+    if settings is not None and settings.server and isinstance(exc, errors.KeyServerError):
+        message += f" [requests were sent to --server {settings.server}]"
     kind = type(exc).__name__
     if isinstance(exc, CliFailure):
         kind = "CliFailure"
     if settings is not None and settings.json:
-        click.echo(json.dumps({"ok": False, "error": {"type": kind, "message": _message(exc),
+        click.echo(json.dumps({"ok": False, "error": {"type": kind, "message": message,
                                                       "exit_code": code}}))
     else:
-        click.echo(f"pylime: error: {_message(exc)}", err=True)
+        click.echo(f"pylime: error: {message}", err=True)
     raise click.exceptions.Exit(code)
 
 

@@ -56,7 +56,7 @@ from pylime.commands.common import (
 )
 from pylime.types import Curve, PeerStatus, Policy
 
-__all__ = ["Row", "interop", "run_matrix"]
+__all__ = ["Row", "interop", "preflight", "run_matrix"]
 
 OPK_BATCH = 8  # prekeys per device: plenty for a run, cheap to generate
 USERS = ("alice", "bob", "carol", "dave", "erin")
@@ -542,36 +542,53 @@ def plan(curves: Sequence[Curve], backends: Sequence[str], *, with_auth: bool) -
     return cases
 
 
-def _run_case(case: Case, rig: Rig, workdir: Path) -> Row:
+def _run_case(case: Case, rig: Rig, workdir: Path) -> tuple[Row, bool]:
+    """Run one case with fresh devices; the flag says the key server became unreachable."""
     scene = Scene(rig, case.curve, workdir)
     start = time.perf_counter()
+    lost = False
     try:
         detail, ok = case.run(scene), True
     except CheckFailed as exc:
         detail, ok = str(exc), False
-    except errors.TransportError:
-        raise  # the key server is gone: the whole run stops (exit 3)
+    except errors.TransportError as exc:
+        detail, ok, lost = f"key server unreachable: {exc}", False, True
     except Exception as exc:  # noqa: BLE001 - any failure is a failed row, named by its type
         detail, ok = f"{type(exc).__name__}: {exc}", False
     finally:
         scene.close()
     return Row(case.scenario, curve_name(case.curve), case.backends, ok,
-               time.perf_counter() - start, detail)
+               time.perf_counter() - start, detail), lost
+
+
+def preflight(rig: Rig, workdir: Path) -> None:
+    """Register and delete one device, so that a refusing or unreachable key server stops the
+    run at once with its own error (exit 3) instead of failing every row."""
+    from pylime.reference.manager import ReferenceManager
+
+    device_id = rig.device_id("alice")
+    with ReferenceManager(workdir / "preflight.sqlite3", rig.transport("alice")) as manager:
+        manager.create_user(device_id, rig.url, Curve.C25519, opk_batch=1)
+        manager.delete_user(device_id)
 
 
 def run_matrix(rig: Rig, workdir: Path, cases: Sequence[Case],
-               progress: Progress | None = None) -> list[Row]:
-    """Run each case in order (each with fresh devices) and return one row per case."""
+               progress: Progress | None = None) -> tuple[list[Row], bool]:
+    """Run each case in order (each with fresh devices): one row per case run, and whether
+    the run stopped early because the key server became unreachable."""
     rows: list[Row] = []
     task = progress.add_task("interop", total=len(cases)) if progress else None
     for case in cases:
         if progress is not None and task is not None:
             progress.update(task, description=f"{case.scenario} {curve_name(case.curve)} "
                                               f"{case.backends}")
-        rows.append(_run_case(case, rig, workdir))
+        row, lost = _run_case(case, rig, workdir)
+        rows.append(row)
+        if lost:
+            return rows, True
         if progress is not None and task is not None:
             progress.advance(task)
-    return rows
+    return rows, False
 
 
 def _table(rows: Sequence[Row], server: str, elapsed: float) -> Table:
@@ -636,15 +653,15 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
                      for c in (curves or ("c25519", "c448"))]
     try:
         chosen_backends = _available_backends(backends or BACKENDS)
-        rows, elapsed, server = _interop(settings, against, realm, chosen_curves,
-                                         chosen_backends)
+        rows, lost, elapsed, server = _interop(settings, against, realm, chosen_curves,
+                                               chosen_backends)
     except click.exceptions.Exit:
         raise
     except errors.TransportError as exc:
         _fail(settings, CliFailure(f"the key server is unreachable: {exc}", EXIT_KEYSERVER))
     except (errors.LimeError, CliFailure, click.UsageError, OSError, RuntimeError) as exc:
         _fail(settings, exc)
-    ok = all(r.ok for r in rows)
+    ok = all(r.ok for r in rows) and not lost
     if as_json:
         click.echo(json.dumps({"ok": ok, "server": server, "seconds": round(elapsed, 3),
                                "passed": sum(r.ok for r in rows), "total": len(rows),
@@ -652,11 +669,11 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
     else:
         console().print(_table(rows, server, elapsed))
     if not ok:
-        raise click.exceptions.Exit(EXIT_FAILURE)
+        raise click.exceptions.Exit(EXIT_KEYSERVER if lost else EXIT_FAILURE)
 
 
 def _interop(settings: Settings, against: str | None, realm: str, curves: list[Curve],
-             backends: list[str]) -> tuple[list[Row], float, str]:
+             backends: list[str]) -> tuple[list[Row], bool, float, str]:
     start = time.perf_counter()
     lime_log = logging.getLogger("pylime.lime")
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
@@ -680,6 +697,7 @@ def _interop(settings: Settings, against: str | None, realm: str, curves: list[C
         progress = Progress(TextColumn("{task.description:<40}"), BarColumn(),
                             TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                             console=Console(file=sys.stderr), transient=True, disable=not show)
+        preflight(rig, workdir)
         with progress:
-            rows = run_matrix(rig, workdir, cases, progress)
-    return rows, time.perf_counter() - start, server
+            rows, lost = run_matrix(rig, workdir, cases, progress)
+    return rows, lost, time.perf_counter() - start, server

@@ -59,9 +59,12 @@ def test_interop_against_an_unreachable_server_exits_3(cli):
     assert done.json()["ok"] is False
 
 
-def test_interop_with_wrong_credentials_fails(cli, keyserver):
-    """A refused account makes the run fail (non-zero), never silently pass."""
-    env = {"PYLIME_USERNAME": "carol", "PYLIME_PASSWORD": "wrong"}
+def test_interop_with_wrong_credentials_exits_3(cli, keyserver):
+    """A refused account stops the run before any row, with exit 3 and the reason."""
+    env = {"PYLIME_USERNAME": "carol", "PYLIME_PASSWORD": "pw-wrong-5d1c"}
     done = cli("interop", "--against", keyserver.url, "--ca-file", keyserver.ca_file,
                "--curve", "c25519", "--backend", "reference", "--json", env=env, timeout=120)
-    assert done.code != 0
+    assert done.code == 3
+    error = done.json()["error"]
+    assert error["type"] == "KeyServerHTTPError" and "401" in error["message"]
+    assert "pw-wrong-5d1c" not in done.out + done.err
