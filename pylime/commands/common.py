@@ -159,6 +159,8 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, (lerr.InvalidDeviceIdError, lerr.NoRecipientsError,
                         lerr.InvalidFingerprintError, errors.InvalidCurveError)):
         return EXIT_USAGE
+    if isinstance(exc, ValueError) and not isinstance(exc, errors.LimeError):
+        return EXIT_USAGE  # an argument the API refused (e.g. a NUL byte in a device id)
     return EXIT_FAILURE
 
 
@@ -232,7 +234,7 @@ def lime_command(group: click.Group | None, name: str | None = None, *,
                 func(settings, **params)
             except click.exceptions.Exit:
                 raise
-            except (errors.LimeError, CliFailure, click.UsageError, OSError) as exc:
+            except (errors.LimeError, CliFailure, click.UsageError, OSError, ValueError) as exc:
                 _fail(settings, exc)
 
         options = [

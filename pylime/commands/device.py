@@ -12,6 +12,7 @@ from pylime.commands.common import (
     Offline,
     Settings,
     b64,
+    console,
     curve_name,
     curve_of_key,
     emit,
@@ -90,8 +91,6 @@ def list_(settings: Settings) -> None:
 def update(settings: Settings, opk_low_limit: int, opk_batch: int) -> None:
     """Daily maintenance of every device: prekey top-up, signed prekey rotation, cleanup."""
     devices = [d.device_id for d in local_devices(settings.db) if d.active]
-    from pylime.commands.common import console
-
     with open_manager(settings, transport_for(settings, devices[0] if devices else None)) \
             as manager:
         if settings.json:

@@ -25,6 +25,7 @@ import click
 
 from pylime.commands.common import (
     EXIT_DECRYPTION,
+    EXIT_NOT_FOUND,
     EXIT_USAGE,
     CliFailure,
     Offline,
@@ -108,7 +109,7 @@ def _raw_message(device_id: str, source: str, dr_file: str | None, cipher_file: 
             raise click.UsageError(f"not a {BUNDLE_FORMAT} message bundle")
         mine = [r for r in bundle["recipients"] if r["device_id"] == device_id]
         if not mine:
-            raise CliFailure(f"the message has no part for {device_id}", 5)
+            raise CliFailure(f"the message has no part for {device_id}", EXIT_NOT_FOUND)
         return RawMessage(sender or str(bundle["sender"]),
                           ruid or str(bundle["recipient_user_id"]),
                           unb64(mine[0]["dr_message"], "dr_message"),
