@@ -4,18 +4,21 @@ It starts pylime's key server on 127.0.0.1 (HTTPS with a fresh self-signed certi
 digest authentication on, one random-password account per user, created for the run) — or
 uses ``--against URL`` — and runs a matrix on both curves with devices on both backends:
 
-============  ===================================================================
+=============  ==================================================================
 one-to-one    every sender/receiver backend pair, both directions, statuses
 multi-device  two devices per user, own other devices included
 group         four devices, one message from each, under each encryption policy
 out-of-order  six messages delivered shuffled (skipped message keys)
 handoff       a liblime database continued by the reference, and vice versa
+stale-session a retired session: a new X3DH, the old session's late messages still read
+prekeys       one-time prekeys consumed by new peers, topped up by update()
+trust         a peer trusted from its identity QR payload; lime then reports it TRUSTED
 mitm          a key server swapping Bob's bundle: Mallory reads, Bob cannot, the ZRTP
               auxiliary secrets disagree → UNSAFE, unsafe sending refused, a genuine
               verification restores a TRUSTED, working session (pylime.linphone)
 envelope      Linphone's multipart/encrypted chat messages in a room, replies
 auth          the key server refuses a device without (or with wrong) credentials
-============  ===================================================================
+=============  ==================================================================
 
 One table (or ``--json``) of results and timings; exit 0 only if every check passed.
 """
@@ -329,6 +332,83 @@ def handoff(scene: Scene, first: str, then: str) -> str:
     return f"{first} database continued by {then}: old sessions, skipped keys, new X3DH"
 
 
+def _has_x3dh_init(dr_message: bytes) -> bool:
+    """Bit 0 of a DR header's type byte: the message carries an X3DH init (a new session)."""
+    return len(dr_message) > 1 and bool(dr_message[1] & 0x01)
+
+
+def stale_session(scene: Scene, a: str, b: str) -> str:
+    """After stale_sessions a new X3DH starts; messages of the old session still decrypt."""
+    alice, bob = scene.device("alice", a), scene.device("bob", b)
+    ruid_bob, ruid_alice = scene.rig.user_uri("bob"), scene.rig.user_uri("alice")
+    exchange(alice, ruid_bob, [bob], b"first session")
+    exchange(bob, ruid_alice, [alice], b"answer: the session is established")
+    late = send(alice, ruid_bob, [bob], b"old session, delivered late")
+    check(not _has_x3dh_init(late.recipients[0].dr_message), "an established session "
+          "still sends X3DH inits")
+    alice.manager.stale_sessions(alice.device_id, bob.device_id)
+    fresh = send(alice, ruid_bob, [bob], b"new session")
+    check(_has_x3dh_init(fresh.recipients[0].dr_message),
+          "no new X3DH after stale_sessions")
+    receive(fresh, alice, ruid_bob, bob, b"new session")
+    receive(late, alice, ruid_bob, bob, b"old session, delivered late")
+    exchange(bob, ruid_alice, [alice], b"reply on the new session")
+    return "new X3DH after stale_sessions; the old session still decrypts"
+
+
+def _local_opks(path: Path) -> int:
+    """Active one-time prekeys a database holds (X3DH_OPK rows with status 1; same schema on
+    both backends)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM X3DH_OPK WHERE Status = 1").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def prekeys(scene: Scene, a: str, b: str) -> str:
+    """Peers consume Bob's one-time prekeys; update() tops them up; new peers still connect."""
+    bob = scene.device("bob", b)
+    held = _local_opks(bob.path)
+    check(held == OPK_BATCH, f"{b} holds {held} one-time prekeys, not {OPK_BATCH}")
+    ruid_bob, ruid_alice = scene.rig.user_uri("bob"), scene.rig.user_uri("alice")
+    senders = [scene.device("alice", a) for _ in range(3)]
+    for n, alice in enumerate(senders):
+        exchange(alice, ruid_bob, [bob], f"from Alice's device {n}".encode())
+    check(_local_opks(bob.path) == held - len(senders),
+          f"{b} did not retire the {len(senders)} one-time prekeys used")
+    remaining = held - len(senders)
+    bob.manager.update(OPK_BATCH + 4, 4)  # the server holds fewer than OPK_BATCH + 4
+    topped = _local_opks(bob.path)
+    expected = remaining + max(4, OPK_BATCH + 4 - remaining)
+    check(topped == expected, f"update() left {topped} one-time prekeys, not {expected} ({b})")
+    late = scene.device("alice", a)
+    exchange(late, ruid_bob, [bob], b"after the top-up")
+    exchange(bob, ruid_alice, [late, *senders], b"Bob answers all four")
+    return f"{len(senders)} prekeys used, {topped - remaining} uploaded by update()"
+
+
+def trust(scene: Scene, a: str, b: str) -> str:
+    """Bob trusts Alice from her identity QR payload; lime then reports her TRUSTED."""
+    from pylime.linphone import fingerprint, parse_qr_payload, qr_payload, trust_scanned
+
+    alice, bob = scene.device("alice", a), scene.device("bob", b)
+    ruid_bob = scene.rig.user_uri("bob")
+    exchange(alice, ruid_bob, [bob], b"hello", expect=PeerStatus.UNKNOWN)
+    key = alice.manager.identity_key(alice.device_id)
+    payload = qr_payload(alice.device_id, key, scene.curve)
+    check(parse_qr_payload(payload).fingerprint == fingerprint(key, scene.curve),
+          "the QR payload does not carry the device's key")
+    status = trust_scanned(bob.manager, payload)
+    check(status is PeerStatus.TRUSTED, f"after the scan Alice is {status.name}")
+    exchange(alice, ruid_bob, [bob], b"now verified", expect=PeerStatus.TRUSTED)
+    bob.manager.set_peer_status(alice.device_id, PeerStatus.UNTRUSTED)
+    exchange(alice, ruid_bob, [bob], b"trust withdrawn", expect=PeerStatus.UNTRUSTED)
+    return "QR scan → TRUSTED as reported by decrypt; untrust → UNTRUSTED"
+
+
 class SwappingTransport:
     """Mallory's key server: honest, except that Bob's bundle is swapped for Mallory's."""
 
@@ -533,6 +613,13 @@ def plan(curves: Sequence[Curve], backends: Sequence[str], *, with_auth: bool) -
         for a, b in cross:
             cases.append(Case("handoff", curve, f"{a}⇒{b}",
                               lambda s, a=a, b=b: handoff(s, a, b)))  # type: ignore[misc]
+        for a, b in cross:
+            cases.append(Case("stale-session", curve, f"{a}→{b}",
+                              lambda s, a=a, b=b: stale_session(s, a, b)))  # type: ignore[misc]
+            cases.append(Case("prekeys", curve, f"{a}→{b}",
+                              lambda s, a=a, b=b: prekeys(s, a, b)))  # type: ignore[misc]
+            cases.append(Case("trust", curve, f"{a}→{b}",
+                              lambda s, a=a, b=b: trust(s, a, b)))  # type: ignore[misc]
         for a, b in cross:
             cases.append(Case("mitm", curve, f"{a}→{b}",
                               lambda s, a=a, b=b: mitm(s, a, b)))  # type: ignore[misc]

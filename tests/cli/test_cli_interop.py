@@ -6,7 +6,7 @@ import time
 
 SCENARIOS = {"one-to-one", "multi-device", "group dr_message", "group cipher_message",
              "group optimize_upload_size", "group optimize_global_bandwidth", "out-of-order",
-             "handoff", "mitm", "envelope", "auth"}
+             "handoff", "stale-session", "prekeys", "trust", "mitm", "envelope", "auth"}
 
 
 def test_interop_is_green_on_both_curves_and_backends(cli):
