@@ -104,7 +104,8 @@ class Rig:
     domain: str
     ca_file: str | None
     timeout: float
-    accounts: dict[str, tuple[str, str]]  # user -> (username, password); empty = open
+    # user -> (username, password); empty = an open server. Kept out of the repr: secrets.
+    accounts: dict[str, tuple[str, str]] = field(repr=False)
     single_account: str | None = None  # --against with one account: every device is its own
     _transports: dict[str, Any] = field(default_factory=dict)
 
@@ -152,7 +153,11 @@ def embedded_server(workdir: Path, timeout: float) -> Iterator[Rig]:
             server.storage.put_account(make_account(username, EMBEDDED_REALM, password))
         thread = ServerThread(ServerConfig(realm=EMBEDDED_REALM), server=server, cert=cert,
                               key=key, log_level="critical")
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            raise CliFailure(f"the embedded key server did not start ({exc})",
+                             EXIT_KEYSERVER) from None
         rig = Rig(thread.url, EMBEDDED_REALM, str(cert), timeout, accounts)
         try:
             yield rig
