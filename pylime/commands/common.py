@@ -64,6 +64,7 @@ __all__ = [
     "open_manager",
     "parse_curve",
     "read_input",
+    "report_failure",
     "transport_for",
     "unb64",
     "write_output",
@@ -183,11 +184,12 @@ def _message(exc: BaseException) -> str:
     return text
 
 
-def _fail(settings: Settings | None, exc: BaseException) -> NoReturn:
+def report_failure(settings: Settings | None, exc: BaseException) -> NoReturn:
     """Report ``exc`` (JSON on stdout with --json, else one line on stderr) and exit."""
     code = exit_code_for(exc)
     message = _message(exc)
-    if settings is not None and settings.server and isinstance(exc, errors.KeyServerError):
+    if (settings is not None and settings.server and isinstance(exc, errors.KeyServerError)
+            and settings.server not in message):
         message += f" [requests were sent to --server {settings.server}]"
     kind = type(exc).__name__
     if isinstance(exc, CliFailure):
@@ -235,7 +237,7 @@ def lime_command(group: click.Group | None, name: str | None = None, *,
             except click.exceptions.Exit:
                 raise
             except (errors.LimeError, CliFailure, click.UsageError, OSError, ValueError) as exc:
-                _fail(settings, exc)
+                report_failure(settings, exc)
 
         options = [
             click.option("--db", envvar=ENV["db"], default=DEFAULT_DB, show_default=True,

@@ -52,10 +52,10 @@ from pylime.commands.common import (
     EXIT_KEYSERVER,
     CliFailure,
     Settings,
-    _fail,
     console,
     curve_name,
     load_credentials,
+    report_failure,
 )
 from pylime.types import Curve, PeerStatus, Policy
 
@@ -750,9 +750,9 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
     except click.exceptions.Exit:
         raise
     except errors.TransportError as exc:
-        _fail(settings, CliFailure(f"the key server is unreachable: {exc}", EXIT_KEYSERVER))
+        report_failure(settings, CliFailure(f"the key server is unreachable: {exc}", EXIT_KEYSERVER))
     except (errors.LimeError, CliFailure, click.UsageError, OSError, RuntimeError) as exc:
-        _fail(settings, exc)
+        report_failure(settings, exc)
     ok = all(r.ok for r in rows) and not lost
     if as_json:
         click.echo(json.dumps({"ok": ok, "server": server, "seconds": round(elapsed, 3),

@@ -41,7 +41,16 @@ from pylime.commands.common import (
 )
 from pylime.types import Policy
 
-__all__ = ["decrypt", "diagnose", "encrypt"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "RawMessage",
+    "bundle_of",
+    "decrypt",
+    "diagnose",
+    "encrypt",
+    "envelope_file",
+    "parse_envelope_file",
+]
 
 BUNDLE_FORMAT = "pylime-message/1"
 _POLICIES = {p.name.lower().replace("_", "-"): p for p in Policy}
