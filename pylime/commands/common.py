@@ -49,6 +49,7 @@ __all__ = [
     "EXIT_SECURITY",
     "EXIT_USAGE",
     "CliFailure",
+    "JsonAwareCommand",
     "LocalDevice",
     "Offline",
     "Settings",
@@ -205,6 +206,24 @@ def report_failure(settings: Settings | None, exc: BaseException) -> NoReturn:
 # ------------------------------------------------------------------ the command decorator
 
 
+class JsonAwareCommand(click.Command):
+    """A command whose own usage errors (missing option, bad value) are JSON with --json too,
+    so a script gets one JSON object whatever went wrong."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse as click does; with --json among the arguments, report usage errors as JSON."""
+        wants_json = "--json" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if not wants_json:
+                raise
+            message = exc.format_message()
+            click.echo(json.dumps({"ok": False, "error": {
+                "type": "UsageError", "message": message, "exit_code": EXIT_USAGE}}))
+            raise click.exceptions.Exit(EXIT_USAGE) from None
+
+
 def lime_command(group: click.Group | None, name: str | None = None, *,
                  server_help: str = "Send lime's key-server requests to this URL instead of "
                                     "the one stored for the device.") -> Callable[
@@ -266,8 +285,8 @@ def lime_command(group: click.Group | None, name: str | None = None, *,
         for option in reversed(options):
             run = option(run)
         if group is None:
-            return click.command(name)(run)
-        return group.command(name)(run)
+            return click.command(name, cls=JsonAwareCommand)(run)
+        return group.command(name, cls=JsonAwareCommand)(run)
 
     return decorate
 

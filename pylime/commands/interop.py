@@ -51,6 +51,7 @@ from pylime.commands.common import (
     EXIT_FAILURE,
     EXIT_KEYSERVER,
     CliFailure,
+    JsonAwareCommand,
     Settings,
     console,
     curve_name,
@@ -716,7 +717,7 @@ def _available_backends(wanted: Sequence[str]) -> list[str]:
     return out
 
 
-@click.command("interop")
+@click.command("interop", cls=JsonAwareCommand)
 @click.option("--against", default=None, metavar="URL",
               help="Test this key server instead of starting one (HTTPS).")
 @click.option("--ca-file", envvar=ENV["ca_file"], default=None,

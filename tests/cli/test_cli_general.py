@@ -46,8 +46,14 @@ def test_exit_codes_are_documented_in_one_table():
 
 
 def test_a_missing_option_is_a_usage_error(cli):
-    """click's usage errors exit 2."""
+    """click's usage errors exit 2: text on stderr, or the JSON error object with --json."""
     assert cli("encrypt", "--from", gruu("alice")).code == 2
+    done = cli("encrypt", "--from", gruu("alice"), "--json")
+    assert done.code == 2
+    error = done.json()["error"]
+    assert error["type"] == "UsageError" and "--to" in error["message"]
+    bad = cli("device", "create", gruu("alice"), "--curve", "c999", "--json")
+    assert bad.code == 2 and bad.json()["ok"] is False
 
 
 def test_an_unreachable_key_server_exits_3(cli):
