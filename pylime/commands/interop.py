@@ -196,15 +196,21 @@ class Dev:
 class Scene:
     """What one scenario needs: the rig, a curve, and devices closed when it ends."""
 
-    def __init__(self, rig: Rig, curve: Curve, workdir: Path) -> None:
-        self.rig, self.curve, self.workdir = rig, curve, workdir
+    def __init__(self, rig: Rig, curve: Curve, workdir: Path, label: str = "scene") -> None:
+        self.rig, self.curve, self.workdir, self.label = rig, curve, workdir, label
         self.devices: list[Dev] = []
         self.extra: list[Any] = []
+        self._count = 0
+
+    def db_path(self, who: str) -> Path:
+        """A new database file, named after the case and its owner (see ``--keep``)."""
+        self._count += 1
+        return self.workdir / f"{self.label}-{self._count:02d}-{who}.sqlite3"
 
     def device(self, user: str, backend: str) -> Dev:
         """Create a device of ``user`` on ``backend`` and register it on the key server."""
         device_id = self.rig.device_id(user)
-        path = self.workdir / f"{uuid.uuid4().hex[:12]}.sqlite3"
+        path = self.db_path(f"{user}-{backend}")
         manager = _factory(backend)(path, self.rig.transport(user))
         dev = Dev(device_id, user, backend, path, manager)
         self.devices.append(dev)
@@ -472,11 +478,11 @@ def mitm(scene: Scene, a: str, b: str) -> str:
     scene.extra.append(mallory_server)
     evil = SwappingTransport(scene.rig.transport("alice"), mallory_server, bob.device_id)
     alice_id = scene.rig.device_id("alice")
-    alice_mgr = _factory(a)(scene.workdir / f"{uuid.uuid4().hex[:12]}.sqlite3", evil)
+    alice_mgr = _factory(a)(scene.db_path(f"alice-{a}"), evil)
     alice = Dev(alice_id, "alice", a, Path(alice_mgr.path), alice_mgr)
     scene.devices.append(alice)
     alice_mgr.create_user(alice_id, scene.rig.url, curve, opk_batch=OPK_BATCH)
-    mallory = _factory(b)(scene.workdir / f"{uuid.uuid4().hex[:12]}.sqlite3", mallory_server)
+    mallory = _factory(b)(scene.db_path(f"mallory-{b}"), mallory_server)
     scene.extra.append(mallory)
     mallory.create_user(bob.device_id, scene.rig.url, curve, opk_batch=OPK_BATCH)
     ik_alice = alice_mgr.identity_key(alice_id)
@@ -572,7 +578,7 @@ def auth(scene: Scene) -> str:
         transport = HttpsTransport(ca_file=scene.rig.ca_file, username=username,
                                    password=password, timeout=scene.rig.timeout)
         scene.extra.append(transport)
-        manager = ReferenceManager(scene.workdir / f"{uuid.uuid4().hex[:12]}.sqlite3",
+        manager = ReferenceManager(scene.db_path("intruder-reference"),
                                    transport)
         scene.extra.append(manager)
         try:
@@ -635,9 +641,10 @@ def plan(curves: Sequence[Curve], backends: Sequence[str], *, with_auth: bool) -
     return cases
 
 
-def _run_case(case: Case, rig: Rig, workdir: Path) -> tuple[Row, bool]:
+def _run_case(case: Case, rig: Rig, workdir: Path, index: int = 0) -> tuple[Row, bool]:
     """Run one case with fresh devices; the flag says the key server became unreachable."""
-    scene = Scene(rig, case.curve, workdir)
+    slug = "".join(c if c.isalnum() else "-" for c in case.scenario)
+    scene = Scene(rig, case.curve, workdir, f"{index:02d}-{slug}-{curve_name(case.curve)}")
     start = time.perf_counter()
     lost = False
     try:
@@ -671,11 +678,11 @@ def run_matrix(rig: Rig, workdir: Path, cases: Sequence[Case],
     the run stopped early because the key server became unreachable."""
     rows: list[Row] = []
     task = progress.add_task("interop", total=len(cases)) if progress else None
-    for case in cases:
+    for index, case in enumerate(cases, 1):
         if progress is not None and task is not None:
             progress.update(task, description=f"{case.scenario} {curve_name(case.curve)} "
                                               f"{case.backends}")
-        row, lost = _run_case(case, rig, workdir)
+        row, lost = _run_case(case, rig, workdir, index)
         rows.append(row)
         if lost:
             return rows, True
@@ -734,11 +741,14 @@ def _available_backends(wanted: Sequence[str]) -> list[str]:
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS),
               help="Run this backend only (repeat) [default: both].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--keep", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Keep the run's databases (one per device) in DIR, e.g. for "
+                   "`pylime diagnose` [default: a temporary directory, removed].")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds to wait for the key server.")
 def interop(against: str | None, ca_file: str | None, credentials: str | None, realm: str,
             curves: tuple[str, ...], backends: tuple[str, ...], as_json: bool,
-            timeout: float) -> None:
+            keep: str | None, timeout: float) -> None:
     """The main job: liblime and the reference end to end over a real key server."""
     settings = Settings(db="", server=against, backend="", json=as_json, ca_file=ca_file,
                         credentials=credentials, timeout=timeout)
@@ -747,7 +757,7 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
     try:
         chosen_backends = _available_backends(backends or BACKENDS)
         rows, lost, elapsed, server = _interop(settings, against, realm, chosen_curves,
-                                               chosen_backends)
+                                               chosen_backends, keep)
     except click.exceptions.Exit:
         raise
     except errors.TransportError as exc:
@@ -766,7 +776,7 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
 
 
 def _interop(settings: Settings, against: str | None, realm: str, curves: list[Curve],
-             backends: list[str]) -> tuple[list[Row], bool, float, str]:
+             backends: list[str], keep: str | None) -> tuple[list[Row], bool, float, str]:
     start = time.perf_counter()
     lime_log = logging.getLogger("pylime.lime")
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
@@ -774,7 +784,12 @@ def _interop(settings: Settings, against: str | None, realm: str, curves: list[C
         # purpose; `pylime -v interop` shows them.
         lime_log.setLevel(logging.CRITICAL)
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pylime-interop-")))
+        if keep is None:
+            workdir = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="pylime-interop-")))
+        else:
+            workdir = Path(keep)
+            workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if against is None:
             rig = stack.enter_context(embedded_server(workdir, settings.timeout))
             server = f"embedded key server {rig.url}"

@@ -30,14 +30,17 @@ def test_interop_is_green_on_both_curves_and_backends(cli):
     assert elapsed < 60
 
 
-def test_interop_prints_one_table(cli):
-    """Text mode: one table with a row per check and the pass count."""
-    done = cli("interop", "--curve", "c25519", "--backend", "reference", timeout=120)
+def test_interop_prints_one_table_and_keeps_databases_on_request(cli, tmp_path):
+    """Text mode: one table with a row per check and the pass count; --keep keeps the DBs."""
+    done = cli("interop", "--curve", "c25519", "--backend", "reference", "--keep", "kept",
+               timeout=120)
     assert done.code == 0, done.out + done.err
     assert "pylime interop against embedded key server https://127.0.0.1:" in done.out
     assert "passed in" in done.out and "FAIL" not in done.out
     for scenario in ("one-to-one", "group dr_message", "handoff", "mitm", "envelope", "auth"):
         assert scenario in done.out
+    kept = sorted(p.name for p in (tmp_path / "kept").glob("*.sqlite3"))
+    assert "01-one-to-one-c25519-01-alice-reference.sqlite3" in kept
 
 
 def test_interop_against_a_key_server_someone_else_runs(cli, keyserver):
