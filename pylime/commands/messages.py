@@ -17,6 +17,7 @@ Two message forms travel between them (docs/cli.md has both):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,9 +124,7 @@ def _raw_message(device_id: str, source: str, dr_file: str | None, cipher_file: 
                           ruid or str(bundle["recipient_user_id"]),
                           unb64(mine[0]["dr_message"], "dr_message"),
                           unb64(bundle["cipher_message"], "cipher_message"))
-    except (ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, click.UsageError):
-            raise
+    except (ValueError, KeyError, TypeError):
         raise click.UsageError(f"the input is not a {BUNDLE_FORMAT} message bundle "
                                "(use --envelope for a Linphone envelope)") from None
 
@@ -261,8 +260,6 @@ def diagnose(settings: Settings, device_id: str, source: str, envelope: bool, ro
              dr_file: str | None, cipher_file: str | None, sender: str | None,
              ruid: str | None) -> None:
     """Say why a message does not decrypt, without changing the database (exit 4 if it would not)."""
-    import os
-
     from pylime import diagnose as analyse
 
     if envelope:
