@@ -766,11 +766,13 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
         report_failure(settings, exc)
     ok = all(r.ok for r in rows) and not lost
     if as_json:
-        click.echo(json.dumps({"ok": ok, "server": server, "seconds": round(elapsed, 3),
+        click.echo(json.dumps({"ok": ok, "server": server, "embedded": against is None,
+                               "seconds": round(elapsed, 3),
                                "passed": sum(r.ok for r in rows), "total": len(rows),
                                "results": [r.to_json() for r in rows]}))
     else:
-        console().print(_table(rows, server, elapsed))
+        where = f"embedded key server {server}" if against is None else server
+        console().print(_table(rows, where, elapsed))
     if not ok:
         raise click.exceptions.Exit(EXIT_KEYSERVER if lost else EXIT_FAILURE)
 
@@ -792,7 +794,7 @@ def _interop(settings: Settings, against: str | None, realm: str, curves: list[C
             workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if against is None:
             rig = stack.enter_context(embedded_server(workdir, settings.timeout))
-            server = f"embedded key server {rig.url}"
+            server = rig.url
         else:
             account = load_credentials(settings)
             accounts = {account[0]: account} if account else {}

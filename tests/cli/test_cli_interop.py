@@ -16,7 +16,8 @@ def test_interop_is_green_on_both_curves_and_backends(cli):
     elapsed = time.monotonic() - start
     assert done.code == 0, done.out + done.err
     data = done.json()
-    assert set(data) == {"ok", "server", "seconds", "passed", "total", "results"}
+    assert set(data) == {"ok", "server", "embedded", "seconds", "passed", "total", "results"}
+    assert data["embedded"] is True and data["server"].startswith("https://127.0.0.1:")
     assert data["ok"] is True and data["passed"] == data["total"] == len(data["results"])
     rows = data["results"]
     assert all(set(r) == {"scenario", "curve", "backends", "ok", "seconds", "detail"}
@@ -50,7 +51,7 @@ def test_interop_against_a_key_server_someone_else_runs(cli, keyserver):
                "--curve", "c448", "--backend", "lime", "--json", env=env, timeout=120)
     assert done.code == 0, done.out + done.err
     data = done.json()
-    assert data["server"] == keyserver.url and data["ok"] is True
+    assert (data["server"], data["embedded"], data["ok"]) == (keyserver.url, False, True)
     assert "auth" not in {r["scenario"] for r in data["results"]}
     assert keyserver.passwords["carol"] not in done.out + done.err
 
