@@ -19,10 +19,11 @@ from pylime import bindings as _b
 from pylime import durability as durability_modes
 from pylime import errors
 from pylime._callbacks import ORPHANS, Operation, Request, RequestQueue
-from pylime.keyserver.protocol import ANSWER_TYPE
+from pylime.durability import Durability
+from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
+from pylime.keyserver.protocol import ANSWER_TYPE, MessageType
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
-from pylime.durability import Durability
 from pylime.types import Curve, PeerStatus, Policy
 
 __all__ = ["Durability", "Manager", "StrPath", "classify_answer"]
@@ -66,6 +67,17 @@ def _answer_problem(request: Request, code: int, body: bytes) -> errors.KeyServe
     return None
 
 
+def _unsafe_bundle(request: Request, body: bytes) -> errors.KeyServerError | None:
+    """A peerBundle carrying a low-order key: lime must never compute that DH (keycheck)."""
+    if body[1] != MessageType.PEER_BUNDLE:
+        return None
+    device = bundle_with_low_order_key(body)
+    if device is None:
+        return None
+    return errors.KeyServerError(
+        f"key server at {request.url} sent an invalid (low-order) key for {device!r}")
+
+
 def _wrong_type(request: Request, body: bytes) -> errors.KeyServerError | None:
     """An answer of another message type than the request calls for.
 
@@ -97,7 +109,7 @@ def classify_answer(request: Request, answer: object,
         else:
             problem = _answer_problem(request, code, body)
             if problem is None:
-                problem = _wrong_type(request, body)
+                problem = _wrong_type(request, body) or _unsafe_bundle(request, body)
                 if problem is not None:
                     problems.append(problem)
                     return 0, b""
@@ -503,6 +515,9 @@ class Manager:
         ruid = _cstr(recipient_user_id, "recipient_user_id")
         sender = _cstr(sender_device_id, "sender_device_id")
         dr, cipher = bytes(dr_message), bytes(cipher_message)
+        if dr_message_has_low_order_key(dr):
+            # liblime 5.1.64 corrupts its heap computing a DH with such a key (keycheck).
+            raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
         with self._lock:
             ptr = self._ptr()
             status, plain = _b.decrypt(ptr, dev, ruid, sender, dr, cipher)

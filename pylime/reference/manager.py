@@ -29,6 +29,7 @@ from typing import Union
 from pylime import durability as durability_modes
 from pylime import errors
 from pylime.durability import Durability
+from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
 from pylime.keyserver import protocol as proto
 from pylime.reference import encoding
 from pylime.reference.primitives import (
@@ -209,6 +210,11 @@ class ReferenceManager:
             raise errors.KeyServerError(
                 f"key server at {url} answered request type 0x{body[1]:02x} with message "
                 f"type 0x{answer[1]:02x}")
+        if answer[1] == proto.MessageType.PEER_BUNDLE:
+            device = bundle_with_low_order_key(answer)
+            if device is not None:  # as the binding refuses them (pylime.keycheck)
+                raise errors.KeyServerError(
+                    f"key server at {url} sent an invalid (low-order) key for {device!r}")
         if answer[2] != user.curve:
             raise failure(f"key server at {url} answered for another curve")
         known = {int(t) for t in proto.MessageType}
@@ -615,6 +621,8 @@ class ReferenceManager:
         _check_str(recipient_user_id, "recipient_user_id")
         _check_str(sender_device_id, "sender_device_id")
         dr, cipher = bytes(dr_message), bytes(cipher_message)
+        if dr_message_has_low_order_key(dr):  # refused as the binding must (pylime.keycheck)
+            raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
         with self._lock:
             db = self._open_db()
             user = db.load_user(device_id)

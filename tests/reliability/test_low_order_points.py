@@ -66,9 +66,6 @@ def test_the_reference_refuses_a_low_order_point_typed(curve, stage, field, poin
         "refused"
 
 
-@pytest.mark.xfail(strict=True, reason="liblime 5.1.64 + bctoolbox 5.1.64: use-after-free in "
-                   "bctbx_ECDHComputeSecret on a low-order point; pylime passes the message "
-                   "through unchecked (report: Manager.decrypt should refuse it first)")
 @pytest.mark.parametrize(("curve", "stage", "field", "point"), CASES, ids=IDS)
 def test_lime_decrypt_survives_a_low_order_point(curve, stage, field, point):
     """Manager.decrypt refuses a low-order key with DecryptionError instead of crashing.
@@ -120,7 +117,7 @@ alice.create_user("sip:alice@example.org;gr=1", "https://k", curve)
 try:
     alice.encrypt("sip:alice@example.org;gr=1", "sip:bob@example.org",
                   ["sip:bob@example.org;gr=1"], b"hello")
-except errors.EncryptionError:
+except errors.KeyServerError:
     outcome = "refused"
 else:
     outcome = "accepted"
@@ -136,15 +133,12 @@ print(outcome)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="liblime 5.1.64 + bctoolbox: the same use-after-free, "
-                   "reached through a key server that forges an unsigned OPk (report)")
 def test_lime_refuses_a_bundle_with_a_low_order_opk_typed(curve):
-    """A low-order OPk forged by the key server fails the encrypt typed; the process survives.
+    """A low-order OPk forged by the key server fails the encrypt with KeyServerError.
 
-    lime reports EncryptionError, but the use-after-free has already corrupted the heap
-    and the process aborts a few allocations later. Fix (Manager._drive): check every
-    peerBundle answer before feeding it to lime and answer a bundle with a low-order Ik,
-    SPk or OPk as a failed request (KeyServerError), so lime never computes that DH.
+    Unchecked, lime would report EncryptionError after the use-after-free had already
+    corrupted the heap (the process then aborts a few allocations later). The driver checks
+    every peerBundle answer first and answers a bundle with a low-order key as failed.
     """
     child = subprocess.run([sys.executable, "-c", _BUNDLE_CHILD, str(HERE), str(int(curve))],
                            capture_output=True, text=True, timeout=120, cwd=ROOT,
@@ -190,21 +184,14 @@ def test_a_validating_transport_keeps_a_forged_bundle_away_from_lime(curve):
     assert child.stdout.strip() == "refused"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="the reference lets the DH ValueError "
-                   "of a low-order bundle key escape encrypt (report)")
 def test_the_reference_refuses_a_bundle_with_a_low_order_opk_typed(tmp_path, server, curve):
-    """ReferenceManager.encrypt fails with EncryptionError, not a bare ValueError.
-
-    Fix (pylime/reference/manager.py, _x3dh_initiate): catch the ValueError that
-    primitives.dh raises and raise EncryptionError, or mark that recipient FAIL as lime does
-    for a bundle it cannot use.
-    """
+    """ReferenceManager.encrypt refuses the forged bundle with KeyServerError, as the binding does."""
     bob = ReferenceManager(tmp_path / "bob.sqlite3", transport=server)
     alice = ReferenceManager(tmp_path / "alice.sqlite3", transport=LowOrderOPkServer(server))
     try:
         bob.create_user("sip:bob@example.org;gr=1", F.URL, curve)
         alice.create_user("sip:alice@example.org;gr=1", F.URL, curve)
-        with pytest.raises(errors.EncryptionError):
+        with pytest.raises(errors.KeyServerError):
             alice.encrypt("sip:alice@example.org;gr=1", "sip:bob@example.org",
                           ["sip:bob@example.org;gr=1"], b"hello")
     finally:

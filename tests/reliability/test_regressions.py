@@ -27,8 +27,6 @@ def test_the_regression_corpus_is_not_empty():
     assert LIME_CRASHES
 
 
-@pytest.mark.xfail(strict=True, reason="liblime/bctoolbox use-after-free on low-order points "
-                   "(see test_low_order_points.py)")
 @pytest.mark.parametrize("path", LIME_CRASHES, ids=[p.stem for p in LIME_CRASHES])
 def test_a_kept_lime_crash_no_longer_kills_the_process(path):
     """The recorded input is refused with a typed error and the session survives."""

@@ -1,0 +1,113 @@
+"""Public keys liblime must never see: low-order points on curve25519 and curve448.
+
+An X25519/X448 exchange with a low-order point gives the all-zero secret. decaf reports
+that as a failure, and bctoolbox 5.1.64's ``bctbx_ECDHComputeSecret`` then frees its output
+buffer and writes the zeros into it: a use-after-free that corrupts the heap. Any sender can
+put such a point in a message header, any key server in a bundle, so pylime checks every
+public key before lime computes a Diffie-Hellman with it (found by tests/reliability).
+
+The check is exact: with clamped scalars (multiples of the cofactor), the output is zero
+exactly for the points whose order divides the cofactor, on the curve or its twist: u = 0,
+1, p - 1 on both curves and, on curve25519, the two points of order 8. Encodings at or
+above p are reduced first, as X25519/X448 do. Pure Python, nothing compiled, no branch
+on secret data (only public keys are checked).
+"""
+
+from __future__ import annotations
+
+from pylime.keyserver import protocol
+from pylime.types import Curve
+
+__all__ = ["bundle_with_low_order_key", "dr_message_has_low_order_key", "is_low_order",
+           "is_low_order_identity"]
+
+_P25519 = 2**255 - 19
+_P448 = 2**448 - 2**224 - 1
+_D448 = -39081
+_LOW_ORDER = {
+    Curve.C25519: frozenset({
+        0, 1, _P25519 - 1,
+        # the two points of order 8
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    }),
+    Curve.C448: frozenset({0, 1, _P448 - 1}),
+}
+_X_SIZE = {Curve.C25519: 32, Curve.C448: 56}
+_ED_SIZE = {Curve.C25519: 32, Curve.C448: 57}
+_CURVES = {int(c): c for c in Curve}
+
+
+def is_low_order(curve: Curve, x_public: bytes) -> bool:
+    """True if an exchange with this X25519/X448 public key gives the all-zero secret."""
+    u = int.from_bytes(x_public, "little")
+    if curve == Curve.C25519:
+        u = (u & ((1 << 255) - 1)) % _P25519
+        return u in _LOW_ORDER[Curve.C25519]
+    return u % _P448 in _LOW_ORDER[Curve.C448]
+
+
+def is_low_order_identity(curve: Curve, ed_public: bytes) -> bool:
+    """True if an identity key (EdDSA encoding) converts to a low-order X key, as lime does it.
+
+    lime converts with u = (1 + y) / (1 - y) on curve25519 and u = y²(1 - d·y²) / (1 - y²)
+    on curve448; a zero denominator inverts to zero, as in decaf.
+    """
+    if curve == Curve.C25519:
+        p = _P25519
+        y = (int.from_bytes(ed_public[:32], "little") & ((1 << 255) - 1)) % p
+        u = (1 + y) * pow((1 - y) % p, p - 2, p) % p
+    else:
+        p = _P448
+        y = int.from_bytes(ed_public[:56], "little") % p
+        y2 = y * y % p
+        u = y2 * (1 - _D448 * y2) * pow((1 - y2) % p, p - 2, p) % p
+    return u in _LOW_ORDER[curve]
+
+
+def dr_message_has_low_order_key(dr_message: bytes) -> bool:
+    """True if a DR message's header carries a low-order DHs, Ek or Ik.
+
+    The curve is the header's own curve byte; a header too short or of an unknown curve is
+    left to lime, which refuses it before any Diffie-Hellman.
+    """
+    if len(dr_message) < 3:
+        return False
+    curve = _CURVES.get(dr_message[2])
+    if curve is None:
+        return False
+    x, e = _X_SIZE[curve], _ED_SIZE[curve]
+    offset = 3
+    if dr_message[1] & 0x01:  # X3DH init: flag, Ik, Ek, SPk id[, OPk id]
+        init_size = 1 + e + x + 4 + (4 if dr_message[3:4] == b"\x01" else 0)
+        if len(dr_message) < offset + init_size:
+            return False
+        ik = dr_message[offset + 1:offset + 1 + e]
+        ek = dr_message[offset + 1 + e:offset + 1 + e + x]
+        if is_low_order(curve, ek) or is_low_order_identity(curve, ik):
+            return True
+        offset += init_size
+    dhs = dr_message[offset + 4:offset + 4 + x]  # after Ns and PN
+    return len(dhs) == x and is_low_order(curve, dhs)
+
+
+def bundle_with_low_order_key(answer: bytes) -> str | None:
+    """The device id of the first bundle in a peerBundle answer with a low-order key, if any.
+
+    Answers that are not a well-formed peerBundle give None: lime judges those itself.
+    """
+    try:
+        message = protocol.parse_response(answer)
+    except protocol.X3DHParseError:
+        return None
+    if not isinstance(message, protocol.PeerBundle):
+        return None
+    curve = message.curve
+    for bundle in message.bundles:
+        if bundle.ik is None or bundle.spk is None:  # flag 2: no bundle
+            continue
+        keys_bad = (is_low_order_identity(curve, bundle.ik) or is_low_order(curve, bundle.spk)
+                    or (bundle.opk is not None and is_low_order(curve, bundle.opk.public)))
+        if keys_bad:
+            return bundle.device_id
+    return None
