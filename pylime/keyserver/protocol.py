@@ -23,6 +23,7 @@ __all__ = [
     "ANSWER_TYPE",
     "CONTENT_TYPE",
     "KEY_SIZES",
+    "MAX_DEVICE_ID_SIZE",
     "PROTOCOL_VERSION",
     "Ack",
     "Bundle",
@@ -69,6 +70,9 @@ class MessageType(enum.IntEnum):
     REGISTER_USER = 0x09
     ERROR = 0xFF
 
+
+#: The longest device id the protocol can carry (a 16-bit length precedes it on the wire).
+MAX_DEVICE_ID_SIZE = 0xFFFF
 
 #: The answer type a well-behaved server gives to each request type (besides ERROR).
 ANSWER_TYPE: dict[int, MessageType] = {
