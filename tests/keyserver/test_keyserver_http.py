@@ -434,3 +434,26 @@ def test_rate_limiter_refills() -> None:
     now[0] += 0.2
     assert limiter.wait("a") == 0.0
     assert limiter.wait("b") == 0.0
+
+
+def test_async_transport_concurrent_posts(live_sqlite: Live) -> None:
+    """Concurrent posts on one AsyncHttpsTransport all get through digest authentication."""
+    live_sqlite.server.handle(ALICE, Device(ALICE, Curve.C25519).register(range(50)))
+
+    async def run() -> list[tuple[int, bytes]]:
+        async with AsyncHttpsTransport(live_sqlite.cert, "bob", "bob-pw") as t:
+            await t.post(live_sqlite.url, BOB, hdr(0x07, 1))  # first challenge
+            return list(
+                await asyncio.gather(
+                    *(t.post(live_sqlite.url, BOB, get_bundles(1, ALICE)) for _ in range(20))
+                )
+            )
+
+    answers = asyncio.run(run())
+    assert [status for status, _ in answers] == [200] * 20
+    ids = set()
+    for _, body in answers:
+        bundle = parse_response(body)
+        assert isinstance(bundle, PeerBundle) and bundle.bundles[0].opk is not None
+        ids.add(bundle.bundles[0].opk.id)
+    assert len(ids) == 20
