@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from pylime.errors import (
+    DatabaseInUseError,
     DecryptionError,
     EncryptionError,
     IdentityKeyMismatchError,
@@ -53,6 +54,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AsyncManager",
     "Curve",
+    "DatabaseInUseError",
     "DecryptResult",
     "DecryptionError",
     "EncryptResult",

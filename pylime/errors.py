@@ -6,6 +6,7 @@
     ├── InvalidCurveError (ValueError)          a curve lime does not support
     ├── UserNotFoundError (LookupError)         no such local user
     ├── UserExistsError                         create_user for a user that is already active
+    ├── DatabaseInUseError                      the database is open in another manager
     ├── IdentityKeyMismatchError (ValueError)   trusting a peer with a key other than the stored one
     ├── KeyServerError                          the key server refused or answered garbage
     │   ├── KeyServerHTTPError                  ...with an HTTP status other than 200
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadTagError",
+    "DatabaseInUseError",
     "DecryptionError",
     "EncryptionError",
     "IdentityKeyChangedError",
@@ -64,6 +66,13 @@ class UserNotFoundError(LimeError, LookupError):
 
 class UserExistsError(LimeError):
     """create_user was called for a device id that is already an active user."""
+
+
+class DatabaseInUseError(LimeError):
+    """The database is open in another manager, in this process or another.
+
+    lime caches sessions, so two managers on one file would reuse message keys.
+    """
 
 
 class IdentityKeyMismatchError(LimeError, ValueError):

@@ -16,12 +16,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self, Union, cast
 
 from pylime import bindings as _b
-from pylime import durability as durability_modes
-from pylime import errors
+from pylime import database, errors
 from pylime._callbacks import ORPHANS, Operation, Request, RequestQueue
-from pylime.durability import Durability
+from pylime.database import Durability
 from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
-from pylime.keyserver.protocol import ANSWER_TYPE, MessageType
+from pylime.keyserver.protocol import ANSWER_TYPE, MAX_DEVICE_ID_SIZE, MessageType
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
 from pylime.types import Curve, PeerStatus, Policy
@@ -41,6 +40,7 @@ _SIZING_CURVE = int(Curve.C448)
 _IK_SIZES = (32, 57)
 # X3DH error message: version 0x01, type 0xff, curve, error code, optional text.
 _X3DH_ERROR_TYPE = 0xFF
+_REGISTER_USER = bytes((MessageType.REGISTER_USER,))
 
 
 def _cstr(value: str, name: str) -> bytes:
@@ -50,6 +50,14 @@ def _cstr(value: str, name: str) -> bytes:
     data = value.encode("utf-8")
     if b"\0" in data:
         raise ValueError(f"{name} must not contain NUL characters")
+    return data
+
+
+def _device_id(value: str, name: str) -> bytes:
+    """A device id for C that also fits the key-server protocol's 16-bit length."""
+    data = _cstr(value, name)
+    if len(data) > MAX_DEVICE_ID_SIZE:
+        raise ValueError(f"{name} is longer than the protocol's {MAX_DEVICE_ID_SIZE} bytes")
     return data
 
 
@@ -97,9 +105,20 @@ def classify_answer(request: Request, answer: object,
                     problems: list[errors.KeyServerError]) -> tuple[int, bytes]:
     """What to hand lime for a transport's answer (or exception); record any problem.
 
-    A transport exception, or an answer that is not ``(int, bytes)``, becomes a
-    TransportError and lime gets status 0 with an empty body.
+    - A transport exception, or an answer that is not ``(int, bytes)``: TransportError, and
+      lime gets status 0 with an empty body.
+    - An answer of the wrong message type, or a bundle with a low-order key: KeyServerError,
+      and lime gets status 0 (it would otherwise take it as success, or crash).
+    - An X3DH error message, an HTTP error or a malformed body: the typed error, and lime
+      gets the answer as it came.
+    - Except for registerUser: when its answer is lost (every case above but an X3DH error
+      message) the server may have registered the keys, so lime must keep them for the
+      retry instead of deleting the user. lime then gets an error message without a code,
+      which ends create_user silently with the user stored inactive (see _reopen).
     """
+    code, body = 0, b""
+    problem: errors.KeyServerError | None = None
+    refused_by_server = False
     if not isinstance(answer, BaseException):
         try:
             raw_code, raw_body = cast("tuple[Any, Any]", answer)
@@ -111,16 +130,18 @@ def classify_answer(request: Request, answer: object,
             if problem is None:
                 problem = _wrong_type(request, body) or _unsafe_bundle(request, body)
                 if problem is not None:
-                    problems.append(problem)
-                    return 0, b""
-            else:
-                problems.append(problem)
-            return code, body
-    failure = errors.TransportError(
-        f"could not reach the key server at {request.url}: {type(answer).__name__}")
-    failure.__cause__ = answer
-    problems.append(failure)
-    return 0, b""
+                    code, body = 0, b""
+            refused_by_server = isinstance(problem, errors.KeyServerProtocolError)
+    if isinstance(answer, BaseException):
+        problem = errors.TransportError(
+            f"could not reach the key server at {request.url}: {type(answer).__name__}")
+        problem.__cause__ = answer
+    if problem is None:
+        return code, body
+    problems.append(problem)
+    if request.body[1:2] == _REGISTER_USER and not refused_by_server:
+        return 200, bytes((1, _X3DH_ERROR_TYPE, request.body[2]))
+    return code, body
 
 
 class _State:
@@ -133,6 +154,7 @@ class _State:
         self.queue_handle = _ffi.new_handle(self.queue)
         # Operations whose status callback has not fired: their handles must stay alive.
         self.pending: set[Operation] = set()
+        self.lock_fd: int | None = None  # the database's exclusive lock (pylime.database)
 
     def destroy(self) -> None:
         """Answer whatever lime still waits for, then destroy the C manager. Idempotent."""
@@ -143,6 +165,8 @@ class _State:
             ptr, self.ptr = self.ptr, None
             _b.manager_destroy(ptr)
         self.pending.clear()
+        fd, self.lock_fd = self.lock_fd, None
+        database.unlock(fd)
 
 
 def _answer_orphans() -> None:
@@ -192,14 +216,15 @@ class Manager:
         if not callable(getattr(transport, "post", None)):
             raise TypeError("transport must have a post(url, sender, body) method")
         self._path = os.fspath(path)
-        self._durability = durability_modes.check(durability)
+        self._durability = database.check(durability)
         self._db = _connection_string(self._path, durability)
         self._transport = transport
         self._lock = threading.Lock()
         self._state = _State()
-        durability_modes.prepare(self._path, durability)
-        self._state.ptr = _b.manager_init(self._db, self._state.queue_handle)
+        database.prepare(self._path, durability)
+        self._state.lock_fd = database.lock(self._path)
         self._finalizer = weakref.finalize(self, self._state.destroy)
+        self._state.ptr = _b.manager_init(self._db, self._state.queue_handle)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -331,8 +356,10 @@ class Manager:
         Raises:
             InvalidCurveError: ``curve`` is not a :class:`Curve`.
             UserExistsError: the user already exists and is active.
-            KeyServerError: the key server refused or could not be reached (the local user
-                is then removed again, so the call can simply be retried).
+            KeyServerError: the key server refused (the local user is then removed) or its
+                answer was lost (TransportError, KeyServerHTTPError...: the server may have
+                registered the keys, so the user is kept pending, inactive, and a retry
+                re-sends the same keys, which the server accepts).
         """
         with self._lock:
             self._finish(self._begin_create_user(device_id, server_url, curve, opk_batch))
@@ -343,7 +370,7 @@ class Manager:
             raise errors.InvalidCurveError(f"unsupported curve {curve!r}")
         if not 0 <= opk_batch <= 0xFFFF:
             raise ValueError("opk_batch must be between 0 and 65535")
-        dev = _cstr(device_id, "device_id")
+        dev = _device_id(device_id, "device_id")
         url = _cstr(server_url, "server_url")
         ptr = self._ptr()
         call = self._new_call("create_user", errors.KeyServerError, on_silent=self._reopen)
@@ -457,7 +484,7 @@ class Manager:
         ruid = _cstr(recipient_user_id, "recipient_user_id")
         if isinstance(recipients, str):
             raise TypeError("recipients must be a sequence of device ids, not a str")
-        ids = [_cstr(r, "recipient device id") for r in recipients]
+        ids = [_device_id(r, "recipient device id") for r in recipients]
         if not ids:
             raise ValueError("recipients must not be empty")
         plain = bytes(plaintext)
@@ -581,5 +608,5 @@ def _connection_string(path: str, durability: str) -> bytes:
     """lime hands its database string to SOCI's SQLite backend: quote the path, add pragmas."""
     if '"' in path:
         raise ValueError("the database path must not contain a double quote")
-    mode = durability_modes.check(durability)
-    return _cstr(f'db="{path}" synchronous={durability_modes.synchronous(mode)}', "path")
+    mode = database.check(durability)
+    return _cstr(f'db="{path}" synchronous={database.synchronous(mode)}', "path")

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Union
 
-from pylime import durability as durability_modes
-from pylime import errors
-from pylime.durability import Durability
+from pylime import database, errors
+from pylime.database import Durability
 from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
 from pylime.keyserver import protocol as proto
 from pylime.reference import encoding
@@ -91,6 +91,13 @@ def _check_str(value: str, name: str) -> str:
     return value
 
 
+def _check_device_id(value: str, name: str) -> str:
+    """A device id that also fits the key-server protocol's 16-bit length."""
+    if len(_check_str(value, name).encode("utf-8")) > proto.MAX_DEVICE_ID_SIZE:
+        raise ValueError(f"{name} is longer than the protocol's {proto.MAX_DEVICE_ID_SIZE} bytes")
+    return value
+
+
 def _direct(policy: Policy, n: int, p: int) -> bool:
     """lime's policy choice (§6): True = payload in each DR message."""
     if policy == Policy.DR_MESSAGE:
@@ -121,6 +128,12 @@ def _best(reasons: list[errors.DecryptionError]) -> errors.DecryptionError:
     return reasons[0] if reasons else errors.BadTagError("no session could decrypt the message")
 
 
+def _lost(exc: errors.KeyServerError) -> errors.KeyServerError:
+    """Mark a failure whose answer was lost: the server may have done what was asked."""
+    exc.answer_lost = True  # type: ignore[attr-defined]
+    return exc
+
+
 class ReferenceManager:
     """A lime manager in pure Python on one database: the reference twin of ``Manager``.
 
@@ -136,11 +149,21 @@ class ReferenceManager:
         if not callable(getattr(transport, "post", None)):
             raise TypeError("transport must have a post(url, sender, body) method")
         self._path = os.fspath(path)
-        self._durability = durability_modes.check(durability)
+        self._durability = database.check(durability)
         self._transport = transport
         self._lock = threading.RLock()
-        self._db: Db | None = _db if _db is not None else Db(self._path,
-                                                              durability=self._durability)
+        if _db is not None:  # a snapshot (diagnose): no file to lock
+            self._db: Db | None = _db
+            self._unlock = weakref.finalize(self, database.unlock, None)
+            return
+        database.prepare(self._path, self._durability)
+        fd = database.lock(self._path)  # one manager per database, as for the binding
+        self._unlock = weakref.finalize(self, database.unlock, fd)
+        try:
+            self._db = Db(self._path, durability=self._durability)
+        except BaseException:
+            self._unlock()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,7 +174,7 @@ class ReferenceManager:
 
     @property
     def durability(self) -> Durability:
-        """The storage mode applied: "full", "wal" or "fast" (see :mod:`pylime.durability`)."""
+        """The storage mode applied: "full", "wal" or "fast" (see :mod:`pylime.database`)."""
         return self._durability
 
     @property
@@ -160,11 +183,12 @@ class ReferenceManager:
         return self._db is None
 
     def close(self) -> None:
-        """Close the database. Idempotent."""
+        """Close the database and release it for other managers. Idempotent."""
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            self._unlock()
 
     def __enter__(self) -> ReferenceManager:  # noqa: PYI034 (typing.Self needs 3.11)
         return self
@@ -190,11 +214,12 @@ class ReferenceManager:
             code, answer = self._transport.post(url, user.device_id, body)
             code, answer = int(code), bytes(answer)
         except Exception as exc:
-            raise errors.TransportError(
+            raise _lost(errors.TransportError(
                 f"could not reach the key server at {url}: {type(exc).__name__}"
-            ) from exc
+            )) from exc
         if code != 200:
-            raise errors.KeyServerHTTPError(f"key server at {url} answered HTTP {code}", code)
+            raise _lost(errors.KeyServerHTTPError(f"key server at {url} answered HTTP {code}",
+                                                  code))
         if len(answer) >= 4 and answer[0] == 1 and answer[1] == proto.MessageType.ERROR:
             if answer[2] == user.curve:
                 return proto.ErrorMessage(answer[2], answer[3],
@@ -203,13 +228,13 @@ class ReferenceManager:
                 f"key server at {url} refused the request: error 0x{answer[3]:02x}", answer[3]
             )
         if len(answer) < 3 or answer[0] != 1:
-            raise errors.KeyServerError(f"key server at {url} sent a malformed answer")
+            raise _lost(errors.KeyServerError(f"key server at {url} sent a malformed answer"))
         expected = proto.ANSWER_TYPE.get(body[1])
         if expected is not None and answer[1] != expected:
             # As the binding does: liblime does not check the answer's type, pylime does.
-            raise errors.KeyServerError(
+            raise _lost(errors.KeyServerError(
                 f"key server at {url} answered request type 0x{body[1]:02x} with message "
-                f"type 0x{answer[1]:02x}")
+                f"type 0x{answer[1]:02x}"))
         if answer[1] == proto.MessageType.PEER_BUNDLE:
             device = bundle_with_low_order_key(answer)
             if device is not None:  # as the binding refuses them (pylime.keycheck)
@@ -280,14 +305,16 @@ class ReferenceManager:
         """Create a local user, publish its keys on the key server, and wait for the answer.
 
         Raises:
-            InvalidCurveError, UserExistsError, KeyServerError (the local user is removed).
+            InvalidCurveError, UserExistsError, KeyServerError (the local user is removed
+            when the server refused it, kept pending when the answer was lost: see
+            :meth:`pylime.Manager.create_user`).
         """
         if int(curve) not in (int(Curve.C25519), int(Curve.C448)):
             raise errors.InvalidCurveError(f"unsupported curve {curve!r}")
         curve = Curve(int(curve))
         if not 0 <= opk_batch <= 0xFFFF:
             raise ValueError("opk_batch must be between 0 and 65535")
-        _check_str(device_id, "device_id")
+        _check_device_id(device_id, "device_id")
         _check_str(server_url, "server_url")
         with self._lock:
             db = self._open_db()
@@ -311,9 +338,13 @@ class ReferenceManager:
             try:
                 body = self._register_body(db, user, opk_batch)
                 self._handle_ack(db, user, self._post(user, body, errors.KeyServerError))
-            except errors.LimeError:
-                with db.transaction() as c:
-                    c.execute("DELETE FROM lime_LocalUsers WHERE UserId = ?;", (device_id,))
+            except errors.LimeError as exc:
+                # As the binding: a lost answer keeps the user pending (inactive) with its
+                # keys, since the server may have registered them; a refusal removes it.
+                if not getattr(exc, "answer_lost", False):
+                    with db.transaction() as c:
+                        c.execute("DELETE FROM lime_LocalUsers WHERE UserId = ?;",
+                                  (device_id,))
                 raise
             finally:
                 wipe(user.ik_priv)
@@ -522,7 +553,7 @@ class ReferenceManager:
         _check_str(recipient_user_id, "recipient_user_id")
         if isinstance(recipients, str):
             raise TypeError("recipients must be a sequence of device ids, not a str")
-        ids = [_check_str(r, "recipient device id") for r in recipients]
+        ids = [_check_device_id(r, "recipient device id") for r in recipients]
         if not ids:
             raise ValueError("recipients must not be empty")
         plain = bytes(plaintext)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pylime import durability as durability_modes
+from pylime import database
 from pylime import errors
-from pylime.durability import Durability
+from pylime.database import Durability
 from pylime.reference.primitives import SIZES, random_id, wipe
 from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
 from pylime.types import Curve, PeerStatus
@@ -94,12 +94,12 @@ class Db:
     def __init__(self, path: str, conn: sqlite3.Connection | None = None,
                  durability: Durability = "wal") -> None:
         if conn is None:
-            durability_modes.prepare(path, durability)
+            database.prepare(path, durability)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn = conn
         self.lock = threading.RLock()
         self.conn.execute("PRAGMA foreign_keys = ON;")
-        self.conn.execute(f"PRAGMA synchronous = {durability_modes.synchronous(durability)};")
+        self.conn.execute(f"PRAGMA synchronous = {database.synchronous(durability)};")
         self._depth = 0
         with self.transaction():
             self.conn.execute(SCHEMA[0])

@@ -161,19 +161,12 @@ class _Recorder:
         return self.server.post(url, sender, body)
 
 
-def test_a_recipient_id_longer_than_the_protocol_allows_is_refused_up_front(world, request):
+def test_a_recipient_id_longer_than_the_protocol_allows_is_refused_up_front(world):
     """A device id over 65535 bytes cannot be encoded: ValueError, and no request goes out.
 
-    getPeerBundle carries each device id behind a 16-bit length. Today liblime writes the
-    length modulo 65536 and sends the malformed request (our key server refuses it with
-    bad_request), and the reference lets struct.error escape from
-    pylime/keyserver/protocol.py (_u16). Fix: check len(id.encode()) <= 65535 in
-    Manager.encrypt / ReferenceManager.encrypt (ValueError), and make _u16 raise a
-    ValueError with a message.
+    getPeerBundle carries each device id behind a 16-bit length; liblime alone would write
+    it modulo 65536 and send a malformed request.
     """
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "lime sends a getPeerBundle with a wrapped 16-bit length; the reference raises "
-        "struct.error (report)")))
     recorder = _Recorder(world.transport)
     alice = world.device("alice", transport=recorder)
     sent = len(recorder.bodies)

@@ -9,8 +9,9 @@ What lime 5.1.64 does (found here, see docs/security.md "One database, one Manag
   processes a key-server answer (activating a new user, then deleting it again) throws
   past lime_ffi_processX3DHServerResponse and std::terminate aborts the process.
 - The database itself stays intact (PRAGMA integrity_check) on both backends.
-pylime does nothing about it today: the strict xfails below describe the fix (an exclusive
-lock per database file, refused with a typed error).
+pylime therefore allows one manager per database file at a time (pylime.database.lock, an
+exclusive flock): a second one, in this process or another, gets DatabaseInUseError. The
+workers below wait for the file in turn, so the processes are serialised.
 """
 
 from __future__ import annotations
@@ -37,7 +38,16 @@ def _worker(backend: str, path: str, who: str, seconds: float, results) -> None:
     else:
         from pylime.reference import ReferenceManager as factory
     outcomes: dict[str, int] = {}
-    manager = factory(path, transport=KeyServer())
+    deadline = time.monotonic() + seconds
+    while True:  # one manager per database: wait for the other process to close its own
+        try:
+            manager = factory(path, transport=KeyServer())
+            break
+        except errors.DatabaseInUseError:
+            if time.monotonic() > deadline:
+                results.put((who, {"DatabaseInUseError": 1}))
+                return
+            time.sleep(0.01)
     end = time.monotonic() + seconds
     for i in range(400):
         if time.monotonic() > end:
@@ -93,12 +103,8 @@ def test_two_processes_never_corrupt_a_shared_database(backend, tmp_path):
     assert all(curve in (1, 2, 0x101, 0x102) for _, curve in users)
 
 
-def test_two_processes_on_a_shared_database_survive_with_typed_errors(backend, tmp_path, request):
+def test_two_processes_on_a_shared_database_survive_with_typed_errors(backend, tmp_path):
     """Both processes finish; every failure they saw is a LimeError."""
-    if _backend_name(backend) == "lime":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="lime aborts (std::terminate) when SQLite is locked while it "
-            "activates a user; fix: an exclusive lock per database file in Manager (report)"))
     name = _backend_name(backend)
     # lime usually dies in the first round; a few more make the expected failure certain
     codes, outcomes = _two_processes(name, str(tmp_path / "s.sqlite3"),
@@ -108,18 +114,11 @@ def test_two_processes_on_a_shared_database_survive_with_typed_errors(backend, t
         assert not [k for k in seen if k.startswith("untyped")]
 
 
-def test_two_managers_on_one_database_never_reuse_a_message_key(backend, tmp_path, server,
-                                                                request):
+def test_two_managers_on_one_database_never_reuse_a_message_key(backend, tmp_path, server):
     """Messages sent through two Managers of one database never share a message key.
 
-    Fix (Manager.__init__): take an exclusive fcntl.flock on the database (or a sidecar
-    ``.lock`` file) for the Manager's life and raise a typed error (say DatabaseInUseError)
-    when another Manager, in this process or another, holds it.
+    The second Manager is refused with DatabaseInUseError while the first is open.
     """
-    if _backend_name(backend) == "lime":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="lime caches sessions: a second Manager on the same database "
-            "reuses message keys (AES-GCM nonce reuse); pylime does not refuse it (report)"))
     path = tmp_path / "shared.sqlite3"
     alice_id, bob_id = "sip:alice@example.org;gr=1", "sip:bob@example.org;gr=1"
     bob = backend(tmp_path / "bob.sqlite3", transport=server)
@@ -134,16 +133,14 @@ def test_two_managers_on_one_database_never_reuse_a_message_key(backend, tmp_pat
                                   policy=Policy.DR_MESSAGE)
             return out.recipients[0].dr_message
 
-        send(first, b"warm the cache")
-        try:
+        before = send(first, b"warm the cache")
+        with pytest.raises(errors.DatabaseInUseError):
             second = backend(path, transport=server)
-        except errors.LimeError:
-            return  # refused cleanly: that is the fix
-        headers = set()
-        for manager, text in ((second, b"via the second"), (first, b"via the first!")):
-            dr = send(manager, text)
-            headers.add(dr[:-len(text) - 16])  # same header = same Ns on the same chain
-        assert len(headers) == 2, "two messages were sent with the same message key"
+        first.close()
+        second = backend(path, transport=server)  # free again once the first is closed
+        after = send(second, b"warm the cache")
+        # same header = same Ns on the same chain = the same message key used twice
+        assert before[:-len(b"warm the cache") - 16] != after[:-len(b"warm the cache") - 16]
     finally:
         for m in (bob, first, second):
             if m is not None:

@@ -1,4 +1,4 @@
-"""Storage modes of a lime database, shared by Manager and ReferenceManager.
+"""A lime database file: creation, storage modes and exclusive use (Manager and ReferenceManager).
 
 lime commits its SQLite database on every encrypt and decrypt, so on a real disk the
 journal and sync settings decide the speed. Three modes, chosen knowingly:
@@ -10,17 +10,24 @@ journal and sync settings decide the speed. Three modes, chosen knowingly:
 
 The journal mode is a persistent property of the database file, set before it is opened;
 the synchronous setting belongs to each connection.
+
+One manager at a time per file: lime caches sessions in memory, so two managers on one
+database would send two messages with the same message key (AES-GCM nonce reuse), and two
+processes competing for SQLite make lime abort. :func:`lock` takes an exclusive advisory
+lock (flock) for the manager's life; a second manager, in this process or another, gets
+:class:`~pylime.errors.DatabaseInUseError`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from typing import Literal
 
 from pylime import errors
 
-__all__ = ["MODES", "Durability", "check", "prepare", "synchronous"]
+__all__ = ["MODES", "Durability", "check", "lock", "prepare", "synchronous", "unlock"]
 
 Durability = Literal["full", "wal", "fast"]
 
@@ -64,3 +71,30 @@ def prepare(path: str, mode: Durability) -> None:
             db.close()
     except sqlite3.Error as exc:
         raise errors.InternalError(f"cannot open {path!r} as an SQLite database: {exc}") from exc
+
+
+def lock(path: str) -> int | None:
+    """Take the exclusive lock on a database file; return the descriptor that holds it.
+
+    Raises:
+        DatabaseInUseError: another manager (in any process) has the database open.
+    """
+    if path == ":memory:":
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise errors.DatabaseInUseError(
+            f"{path!r} is open in another manager; lime allows one at a time") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def unlock(fd: int | None) -> None:
+    """Release a lock taken by :func:`lock` (closing the descriptor releases it)."""
+    if fd is not None:
+        os.close(fd)
