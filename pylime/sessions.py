@@ -25,6 +25,8 @@ import os
 import sqlite3
 from typing import NamedTuple, Union
 
+from pylime import errors
+
 __all__ = ["SessionCount", "prune_stale_sessions", "session_counts"]
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -65,17 +67,27 @@ class SessionCount(NamedTuple):
 def _connect(path: StrPath) -> sqlite3.Connection:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no lime database at {os.fspath(path)!r}")
-    db = sqlite3.connect(os.fspath(path), timeout=10, isolation_level=None)
-    db.execute("PRAGMA foreign_keys = ON")  # lime's schema cascades to skipped message keys
+    try:
+        db = sqlite3.connect(os.fspath(path), timeout=10, isolation_level=None)
+        db.execute("PRAGMA foreign_keys = ON")  # lime's schema cascades to skipped keys
+    except sqlite3.Error as exc:
+        raise errors.InternalError(f"cannot open {os.fspath(path)!r}: {exc}") from exc
     return db
 
 
 def session_counts(path: StrPath) -> list[SessionCount]:
-    """Active and stale sessions per (local user, peer device) in a lime database. Read-only."""
+    """Active and stale sessions per (local user, peer device) in a lime database. Read-only.
+
+    Raises:
+        FileNotFoundError: there is no database at ``path``.
+        InternalError: the file is not a lime database.
+    """
     db = _connect(path)
     try:
         return [SessionCount(str(u), str(d), int(a), int(s))
                 for u, d, a, s in db.execute(_COUNTS)]
+    except sqlite3.Error as exc:
+        raise errors.InternalError(f"{os.fspath(path)!r} is not a lime database: {exc}") from exc
     finally:
         db.close()
 
@@ -89,6 +101,7 @@ def prune_stale_sessions(path: StrPath, *, keep: int, older_than_days: float = 0
     Raises:
         ValueError: ``keep`` or ``older_than_days`` is negative.
         FileNotFoundError: there is no database at ``path``.
+        InternalError: the file is not a lime database, or stays locked by another writer.
     """
     if keep < 0 or older_than_days < 0:
         raise ValueError("keep and older_than_days must not be negative")
@@ -102,5 +115,7 @@ def prune_stale_sessions(path: StrPath, *, keep: int, older_than_days: float = 0
             raise
         db.execute("COMMIT")
         return int(deleted)
+    except sqlite3.Error as exc:
+        raise errors.InternalError(f"cannot prune {os.fspath(path)!r}: {exc}") from exc
     finally:
         db.close()

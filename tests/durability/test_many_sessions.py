@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pylime import Curve, DecryptionError, Manager, Policy
+from pylime import Curve, DecryptionError, InternalError, Manager, Policy
 from pylime.keyserver import KeyServer
 from pylime.sessions import SessionCount, prune_stale_sessions, session_counts
 from tests.conftest import SERVER_URL, requires_lime
@@ -138,3 +138,14 @@ def test_prune_refuses_negative_arguments_and_missing_files(tmp_path):
         prune_stale_sessions(tmp_path / "x.sqlite3", keep=1)
     with pytest.raises(FileNotFoundError):
         session_counts(tmp_path / "x.sqlite3")
+
+
+def test_prune_and_counts_refuse_a_file_that_is_not_a_lime_database(tmp_path):
+    """A file without lime's tables is an InternalError, and is left unchanged."""
+    other = tmp_path / "other.sqlite3"
+    other.write_bytes(b"")
+    with pytest.raises(InternalError):
+        prune_stale_sessions(other, keep=1)
+    with pytest.raises(InternalError):
+        session_counts(other)
+    assert other.read_bytes() == b""
