@@ -149,3 +149,16 @@ def test_prune_and_counts_refuse_a_file_that_is_not_a_lime_database(tmp_path):
     with pytest.raises(InternalError):
         session_counts(other)
     assert other.read_bytes() == b""
+
+
+def test_sessions_module_all_is_sorted_and_complete():
+    """pylime.sessions.__all__ is sorted and lists exactly its public names."""
+    import inspect
+
+    import pylime.sessions as mod
+
+    assert mod.__all__ == sorted(mod.__all__)
+    public = {name for name, obj in vars(mod).items()
+              if not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+              and obj.__module__ == mod.__name__}
+    assert public == set(mod.__all__)
