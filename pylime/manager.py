@@ -34,6 +34,7 @@ _SUCCESS = _lib.LIME_FFI_SUCCESS
 _FAIL = int(PeerStatus.FAIL)
 _PEER_STATUS = {int(s): s for s in PeerStatus}
 _POLICIES = {p: int(p) for p in Policy}
+_CIPHER_POLICY = int(Policy.CIPHER_MESSAGE)
 # A cipher or DR buffer sized for curve448 fits curve25519 too: one size for both curves.
 _SIZING_CURVE = int(Curve.C448)
 # Public identity key sizes: Ed25519, Ed448.
@@ -493,6 +494,10 @@ class Manager:
             raise ValueError(f"{policy!r} is not a Policy")
         count = len(ids)
         dr_size, cipher_size = _b.encrypt_out_buffers_maximum_size(len(plain), _SIZING_CURVE)
+        if c_policy == _CIPHER_POLICY:
+            # Each DR message then carries the 32-byte seed only: size it for an empty
+            # plaintext (lime's maximum counts at least 32), not n times the plaintext.
+            dr_size = _b.encrypt_out_buffers_maximum_size(0, _SIZING_CURVE)[0]
         c_ids = [_ffi.new("char[]", i) for i in ids]
         c_recipients = _ffi.new("lime_ffi_RecipientData_t[]", count)
         c_dr = _ffi.new("uint8_t[]", dr_size * count)

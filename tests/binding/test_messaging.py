@@ -106,3 +106,14 @@ def test_empty_plaintext_round_trips(world):
     alice, bob = world.device("alice"), world.device("bob")
     out = alice.encrypt(bob.user, [bob], b"")
     assert bob.receive(bob.user, alice, out).plaintext == b""
+
+
+def test_a_large_message_to_many_devices_under_the_cipher_policy(world):
+    """A 4 MiB message reaches 8 devices through one cipher message (DR buffers stay small)."""
+    alice = world.device("alice")
+    others = [world.device(f"peer{i}") for i in range(8)]
+    text = bytes(range(256)) * (4 * 4096)
+    out = alice.encrypt(CONF, others, text, policy=Policy.CIPHER_MESSAGE)
+    assert len(out.cipher_message) == len(text) + 16
+    assert all(len(r.dr_message) < 300 for r in out.recipients)
+    assert others[-1].receive(CONF, alice, out).plaintext == text
