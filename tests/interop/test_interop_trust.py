@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,22 @@ def db_status(dbs: dict[str, Any], owner: str, device: str) -> tuple[PeerStatus,
         if row["device_id"] == device:
             return PeerStatus(row["status"]), row["ik"]
     return PeerStatus.UNKNOWN, None
+
+
+def verify_and_read(clients: Clients, who: str, verified: bool, device: str,
+                    expected: PeerStatus, timeout: float = 3.0) -> tuple[PeerStatus, str | None]:
+    """Give ``who``'s SAS verdict, then read its lime database until it shows ``expected`` (bounded).
+
+    lime writes asynchronously to the API call; when the expected status never shows, the last
+    one read is returned and the caller's assertion reports it.
+    """
+    dbs = clients.peer("verify", name=who, verified=verified, settle=0.2)
+    deadline = time.monotonic() + timeout
+    status, ik = db_status(dbs, who, device)
+    while status is not expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status, ik = db_status(clients.lime_dbs(), who, device)
+    return status, ik
 
 
 def call(clients: Clients, transcript: Transcript) -> dict[str, Any]:
@@ -185,9 +202,8 @@ def _replay(
                 mirrors[who], peer_contact, verified=verified, aux_status=AuxSecretStatus.MATCH,
                 peer_keys=sdp[who], unsafe_if_sas_refused=unsafe_if_sas_refused,
             )
-            dbs = clients.peer("verify", name=who, verified=verified, settle=0.5)
             device = normalize_device_id(peer_contact)
-            status, ik = db_status(dbs, who, device)
+            status, ik = verify_and_read(clients, who, verified, device, expected)
             record = {"side": who, "verified": verified, "peer": device, "pylime": expected.name,
                       "linphone_db": status.name, "ik": ik}
             records.append(record)
@@ -266,8 +282,7 @@ def test_a_swapped_a_ik_is_caught_by_the_aux_secret_and_a_verified_sas_marks_the
             peer_contact = info[who]["remote_contact"]
             expected = apply_sas_verdict(mirrors[who], peer_contact, verified=True,
                                          aux_status=AuxSecretStatus.MISMATCH, peer_keys=peer_sdp)
-            dbs = clients.peer("verify", name=who, verified=True, settle=0.5)
-            status, ik = db_status(dbs, who, normalize_device_id(peer_contact))
+            status, ik = verify_and_read(clients, who, True, normalize_device_id(peer_contact), expected)
             records.append({"side": who, "pylime": expected.name, "linphone_db": status.name, "ik": ik})
             transcript.add("lime_statuses", records)
             assert status is expected is PeerStatus.UNSAFE
@@ -285,8 +300,10 @@ def test_a_second_call_finds_the_sas_verified_in_the_zrtp_cache_and_trust_kept(
     """After both sides verified, the next call is verified from the ZRTP cache; lime keeps both trusted."""
     first = call(clients, transcript)
     assert not first["alice"]["sas_verified"] and not first["bob"]["sas_verified"]
-    clients.peer("verify", name="alice", verified=True, settle=0.3)
-    dbs = clients.peer("verify", name="bob", verified=True, settle=0.3)
+    for who in ("alice", "bob"):
+        device = normalize_device_id(first[who]["remote_contact"])
+        assert verify_and_read(clients, who, True, device, PeerStatus.TRUSTED)[0] is PeerStatus.TRUSTED
+    dbs = clients.lime_dbs()
     clients.peer("hangup")
     clients.proxy.zrtp.clear()
     second = clients.peer("call", caller="alice", callee="bob",
