@@ -15,8 +15,9 @@ late messages still reach, and deletes the older ones: a message still in flight
 session can no longer be decrypted. The application chooses that trade-off.
 
 These functions open the SQLite file themselves. lime keeps sessions in memory and writes
-them back by row id, so :func:`prune_stale_sessions` must only run on a database that no
-:class:`~pylime.Manager` has open (close it, prune, reopen).
+them back by row id, so :func:`prune_stale_sessions` runs only on a database that no manager
+has open (it takes the database's exclusive lock, see :mod:`pylime.database`); an open
+manager prunes its own database with ``manager.prune_stale_sessions(...)``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import os
 import sqlite3
 from typing import NamedTuple, Union
 
-from pylime import errors
+from pylime import database, errors
 
-__all__ = ["SessionCount", "prune_stale_sessions", "session_counts"]
+__all__ = ["SessionCount", "prune_stale_sessions", "prune_unlocked", "session_counts"]
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -96,13 +97,27 @@ def prune_stale_sessions(path: StrPath, *, keep: int, older_than_days: float = 0
     """Delete the stale sessions past the newest ``keep`` of each pair; return how many.
 
     Only sessions that went stale at least ``older_than_days`` ago are deleted. Active
-    sessions are never touched. Run it on a database no Manager has open.
+    sessions are never touched.
 
     Raises:
         ValueError: ``keep`` or ``older_than_days`` is negative.
         FileNotFoundError: there is no database at ``path``.
+        DatabaseInUseError: a manager has the database open (use its own method).
         InternalError: the file is not a lime database, or stays locked by another writer.
     """
+    if keep < 0 or older_than_days < 0:
+        raise ValueError("keep and older_than_days must not be negative")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no lime database at {os.fspath(path)!r}")
+    fd = database.lock(os.fspath(path))
+    try:
+        return prune_unlocked(path, keep=keep, older_than_days=older_than_days)
+    finally:
+        database.unlock(fd)
+
+
+def prune_unlocked(path: StrPath, *, keep: int, older_than_days: float = 0.0) -> int:
+    """:func:`prune_stale_sessions` for a caller that holds the database's lock (a manager)."""
     if keep < 0 or older_than_days < 0:
         raise ValueError("keep and older_than_days must not be negative")
     db = _connect(path)

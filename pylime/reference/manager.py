@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Union
 
-from pylime import database, errors
+from pylime import database, errors, sessions
 from pylime.database import Durability
 from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
 from pylime.keyserver import protocol as proto
@@ -803,6 +803,13 @@ class ReferenceManager:
             db = self._open_db()
             with db.transaction() as c:
                 c.execute("DELETE FROM lime_peerDevices WHERE DeviceId = ?;", (peer_device_id,))
+
+    def prune_stale_sessions(self, keep: int, older_than_days: float = 0.0) -> int:
+        """See :meth:`pylime.Manager.prune_stale_sessions` (the reference caches nothing)."""
+        with self._lock:
+            self._open_db()
+            return sessions.prune_unlocked(self._path, keep=keep,
+                                           older_than_days=older_than_days)
 
     def stale_sessions(self, device_id: str, peer_device_id: str) -> None:
         """Retire the active session with a peer: the next encrypt runs a new X3DH."""

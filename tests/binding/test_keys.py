@@ -107,3 +107,28 @@ def test_users_persist_across_managers(world, tmp_path):
     assert bob.manager.is_user(bob.device_id)
     assert bob.receive(bob.user, alice, alice.encrypt(bob.user, [bob], b"after")).plaintext \
         == b"after"
+
+
+def test_prune_stale_sessions_keeps_the_newest_and_the_conversation_going(world, server):
+    """An open manager prunes its retired sessions; the active one and the newest kept live."""
+    alice, bob = world.device("alice"), world.device("bob")
+    for n in range(6):  # six sessions: five retired, one active
+        alice.manager.stale_sessions(alice.device_id, bob.device_id)
+        bob.receive(bob.user, alice, alice.encrypt(bob.user, [bob], b"session %d" % n))
+    late = alice.encrypt(bob.user, [bob], b"in flight on the active session")
+    assert bob.manager.prune_stale_sessions(keep=2) == 3
+    assert bob.manager.prune_stale_sessions(keep=2) == 0
+    assert bob.receive(bob.user, alice, late).plaintext == b"in flight on the active session"
+    alice.manager.stale_sessions(alice.device_id, bob.device_id)
+    out = alice.encrypt(bob.user, [bob], b"new session after pruning")
+    assert bob.receive(bob.user, alice, out).plaintext == b"new session after pruning"
+
+
+def test_pruning_a_database_a_manager_has_open_is_refused(world):
+    """pylime.sessions.prune_stale_sessions on an open database raises DatabaseInUseError."""
+    from pylime import DatabaseInUseError
+    from pylime.sessions import prune_stale_sessions
+
+    bob = world.device("bob")
+    with pytest.raises(DatabaseInUseError):
+        prune_stale_sessions(bob.manager.path, keep=0)
