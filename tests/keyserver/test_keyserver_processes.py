@@ -53,14 +53,24 @@ def _wait_healthy(url: str, cert: Path, proc: subprocess.Popen[bytes], timeout: 
     raise RuntimeError("server did not become healthy")
 
 
+# Runs `python -m pylime` in the child after asking the kernel for SIGTERM when the parent
+# dies, so a killed run leaves no server behind (set in the child itself: no preexec_fn).
+CHILD_OF_US = (
+    "import ctypes, os, runpy, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() == 1: sys.exit(1)\n"
+    "runpy.run_module('pylime', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def start_server(db: str, tls_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """`python -m pylime keyserver serve` on a free port; returns (process, base URL)."""
     port = _free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "pylime",
+            "-c",
+            CHILD_OF_US,
             "keyserver",
             "serve",
             "--port",
