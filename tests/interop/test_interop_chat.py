@@ -27,6 +27,7 @@ from pylime.linphone import (
     build_text_cpim,
     decrypt_message,
     encrypt_message,
+    parse_cpim,
     parse_envelope,
 )
 from pylime.linphone.address import recipient_user_id
@@ -58,6 +59,7 @@ class PylimeDevice:
         self.room: str | None = None
         self.decrypted: list[Any] = []
         self.notifications: list[Any] = []
+        self.cleartext: list[Any] = []  # SipMessages that came unencrypted
         self.sent_ids: list[str] = []
         self._seen = 0
 
@@ -76,20 +78,25 @@ class PylimeDevice:
         for item in received[self._seen:]:
             self._seen += 1
             headers = dict(item.message.headers)
+            if not (item.message.get("Content-Type") or "").startswith("multipart/encrypted"):
+                # 5.1.65 sends the IMDN about a message it could not decrypt in clear.
+                self.cleartext.append(item.message)
+                continue
             msg = decrypt_message(self.manager, self.device_id, item.message.body, headers)
             (self.decrypted if msg.content_type == "text/plain" else self.notifications).append(msg)
 
     def read(self, count: int, timeout: float = 15.0) -> list[Any]:
         """The first ``count`` text messages the room forwarded to us, decrypted from the raw bodies."""
-        self._wait(lambda: len(self.decrypted) >= count, timeout, f"{count} messages")
+        self.wait_until(lambda: len(self.decrypted) >= count, timeout, f"{count} messages")
         return self.decrypted[:count]
 
     def wait_notifications(self, count: int, timeout: float = 15.0) -> list[Any]:
         """The first ``count`` decrypted non-text messages (IMDNs)."""
-        self._wait(lambda: len(self.notifications) >= count, timeout, f"{count} notifications")
+        self.wait_until(lambda: len(self.notifications) >= count, timeout, f"{count} notifications")
         return self.notifications[:count]
 
-    def _wait(self, done: Any, timeout: float, what: str) -> None:
+    def wait_until(self, done: Any, timeout: float, what: str) -> None:
+        """Decrypt what arrives until ``done()``; raise TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             self._drain()
@@ -313,6 +320,16 @@ def test_real_client_refuses_a_forged_sender_and_a_message_without_its_key_part(
         assert _wait_answers(proxy, "alice", 3) == [488, 488, 200]
         notes = carol.wait_notifications(1)
         transcript.add("imdns", [n.text for n in carol.notifications])
+        # For the message it could not decrypt, 5.1.65 sends the sender an IMDN in clear: failed,
+        # reason 488, naming the Message-ID of our cleartext CPIM part (none for the forged sender).
+        carol.wait_until(lambda: any(b"nokey-0001" in m.body for m in carol.cleartext), 15, "the 488 IMDN")
+        transcript.add("cleartext", [{"headers": m.headers, "body": m.body.decode("utf-8", "replace")}
+                                     for m in carol.cleartext])
+        (failed,) = [m for m in carol.cleartext if b"nokey-0001" in m.body]
+        assert failed.get("Content-Type") == "message/cpim"
+        cpim = parse_cpim(failed.body)
+        assert cpim.sender == alice_id and cpim.content_type == "message/imdn+xml"
+        assert "<failed/>" in cpim.text and 'code="488"' in cpim.text
         assert any(carol.sent_ids[0] in n.text for n in notes)
     finally:
         _record(transcript, peer, proxy, keyserver[0], [carol])
