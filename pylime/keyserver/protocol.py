@@ -163,10 +163,14 @@ def _header(msg_type: MessageType, curve: Curve) -> bytes:
 
 
 def _u16(n: int) -> bytes:
+    if not 0 <= n <= 0xFFFF:
+        raise ValueError(f"{n} does not fit a 16-bit field (count or device id length)")
     return struct.pack(">H", n)
 
 
 def _u32(n: int) -> bytes:
+    if not 0 <= n <= 0xFFFFFFFF:
+        raise ValueError(f"{n} does not fit a 32-bit key id")
     return struct.pack(">I", n)
 
 

@@ -144,3 +144,13 @@ def test_package_all_is_sorted_and_complete() -> None:
     assert ks.__all__ == sorted(ks.__all__, key=lambda n: (not n.isupper(), n))
     for name in ks.__all__:
         assert hasattr(ks, name)
+
+
+def test_builders_refuse_values_the_wire_cannot_carry() -> None:
+    """Too long an id, too many entries or a key id over 32 bits: ValueError, not struct.error."""
+    with pytest.raises(ValueError):
+        p.GetPeerBundle(Curve.C25519, ("x" * (p.MAX_DEVICE_ID_SIZE + 1),)).to_bytes()
+    with pytest.raises(ValueError):
+        p.SelfOPks(Curve.C25519, (0,) * 0x10000).to_bytes()
+    with pytest.raises(ValueError):
+        p.PostSPk(Curve.C25519, b"\0" * 32, b"\0" * 64, 1 << 32).to_bytes()
