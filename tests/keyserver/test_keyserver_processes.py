@@ -132,7 +132,11 @@ def test_two_server_processes_hand_out_each_opk_once(shared_db: str, tmp_path: P
     """16 clients spread over 2 server processes on one database get the 100 OPks exactly once."""
     tls = tmp_path / "tls"
     p1, url1 = start_server(shared_db, tls)
-    p2, url2 = start_server(shared_db, tls)
+    try:
+        p2, url2 = start_server(shared_db, tls)
+    except BaseException:
+        stop_server(p1)  # never leave the first one running
+        raise
     cert = tls / "keyserver-cert.pem"
     handed: list[int] = []
     flag0 = [0]
