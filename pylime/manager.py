@@ -383,11 +383,12 @@ class Manager:
         return self._start(call, rc)
 
     def _reopen(self) -> None:
-        """Destroy and reopen the C manager on the same database, emptying lime's user cache.
+        """Destroy and reopen the C manager on the same database, emptying lime's caches.
 
-        On an answer it cannot place, lime 5.1.64 drops create_user without a result and
-        caches a user that a second create_user can never complete. A fresh C manager sees
-        the user as it is stored (inactive), so a retry re-registers the same keys.
+        The database is the truth; lime 5.1.64's in-memory caches can drift from it: after
+        create_user ends without a result (a cached user no retry can complete) and after
+        a refused decrypt (a cached session advanced past the stored one). A fresh C manager
+        reloads users and sessions as they are stored. Costs about a millisecond.
         """
         state = self._state
         ptr, state.ptr = state.ptr, None
@@ -555,6 +556,11 @@ class Manager:
             status, plain = _b.decrypt(ptr, dev, ruid, sender, dr, cipher)
             if status == _FAIL:
                 self._require_user(ptr, dev)
+                # A refused message can leave lime's cached session advanced while the
+                # database is not: lime then refuses the genuine message too, skipping the
+                # intact stored copy as "already tried" (found by tests/reliability with a
+                # DR message cut short by its tag). Reloading from the database restores it.
+                self._reopen()
                 raise errors.DecryptionError("lime could not decrypt the message")
         return DecryptResult(_PEER_STATUS[status], plain)
 

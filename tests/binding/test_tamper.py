@@ -111,3 +111,20 @@ def test_a_message_from_a_spoofed_sender_is_refused(world):
     with pytest.raises(DecryptionError):
         bob.receive(bob.user, carol, out)
     assert bob.receive(bob.user, alice, out).plaintext == b"from alice"
+
+
+def test_a_message_cut_short_by_its_tag_does_not_cost_the_genuine_copy(world):
+    """Refusing a DR message without its tag leaves the genuine copy decryptable.
+
+    liblime 5.1.64 alone loses it: the refused attempt advances its cached session, and the
+    genuine message is then tried on that copy only. pylime reloads from the database.
+    """
+    alice, bob = world.device("alice"), world.device("bob")
+    outs = [alice.encrypt(bob.user, [bob], b"m%d" % i, policy=Policy.DR_MESSAGE)
+            for i in range(3)]
+    assert bob.receive(bob.user, alice, outs[0]).plaintext == b"m0"
+    for n, out in enumerate(outs[1:], start=1):
+        dr = out.recipients[0].dr_message
+        with pytest.raises(DecryptionError):
+            bob.decrypt(bob.user, alice, dr[:-16])
+        assert bob.decrypt(bob.user, alice, dr).plaintext == b"m%d" % n
