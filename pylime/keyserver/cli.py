@@ -5,6 +5,7 @@ Registered by :mod:`pylime.cli`; heavy imports (uvicorn, psycopg) happen inside 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -211,11 +212,21 @@ def account() -> None:
     """Manage the digest accounts (the store keeps HA1 values, never passwords)."""
 
 
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Print one JSON object on stdout (docs/cli.md).")
+
+
+def _report(as_json: bool, data: dict[str, object], human: str) -> None:
+    """Print a success for people, or as the CLI's JSON shape {"ok": true, ...}."""
+    click.echo(json.dumps({"ok": True, **data}) if as_json else human)
+
+
 @account.command("add")
 @click.argument("username")
 @click.option("--realm", help="SIP domain (or give USER@DOMAIN).")
 @_db_option
-def account_add(username: str, realm: str | None, db: str) -> None:
+@_json_option
+def account_add(username: str, realm: str | None, db: str, as_json: bool) -> None:
     """Create or update an account. The password comes from $PYLIME_PASSWORD or a prompt."""
     from pylime.keyserver.auth import make_account
 
@@ -236,14 +247,16 @@ def account_add(username: str, realm: str | None, db: str) -> None:
         created = server.storage.put_account(acct)
     finally:
         server.close()
-    click.echo(f"{'added' if created else 'updated'} {username}@{realm}")
+    _report(as_json, {"account": f"{username}@{realm}", "created": created},
+            f"{'added' if created else 'updated'} {username}@{realm}")
 
 
 @account.command("remove")
 @click.argument("username")
 @click.option("--realm", help="SIP domain (or give USER@DOMAIN).")
 @_db_option
-def account_remove(username: str, realm: str | None, db: str) -> None:
+@_json_option
+def account_remove(username: str, realm: str | None, db: str, as_json: bool) -> None:
     """Delete an account (its devices' keys stay until they are deleted or expire)."""
     username, realm = _split_account(username, realm)
     server = _open(db)
@@ -253,16 +266,19 @@ def account_remove(username: str, realm: str | None, db: str) -> None:
         server.close()
     if not removed:
         raise click.ClickException(f"no account {username}@{realm}")
-    click.echo(f"removed {username}@{realm}")
+    _report(as_json, {"account": f"{username}@{realm}", "removed": True},
+            f"removed {username}@{realm}")
 
 
 @account.command("list")
 @_db_option
-def account_list(db: str) -> None:
+@_json_option
+def account_list(db: str, as_json: bool) -> None:
     """List the accounts as USER@REALM, one per line."""
     server = _open(db)
     try:
-        for username, realm in server.storage.list_accounts():
-            click.echo(f"{username}@{realm}")
+        accounts = [f"{username}@{realm}" for username, realm in server.storage.list_accounts()]
     finally:
         server.close()
+    if as_json or accounts:
+        _report(as_json, {"accounts": accounts}, "\n".join(accounts))

@@ -70,3 +70,20 @@ def test_account_add_needs_realm_and_password(tmp_path: Path) -> None:
     )
     code, out = run("keyserver", "account", "add", "alice@a.org", "--db", db)
     assert code == 2 and "PYLIME_PASSWORD" in out
+
+
+def test_account_commands_speak_json(tmp_path: Path) -> None:
+    """With --json, account add, list and remove print one {"ok": true, ...} object each."""
+    import json
+
+    db = str(tmp_path / "k.sqlite3")
+    env = {"PYLIME_PASSWORD": "pw-1"}
+    code, out = run("keyserver", "account", "add", "bob@b.org", "--db", db, "--json", env=env)
+    assert code == 0 and json.loads(out) == {"ok": True, "account": "bob@b.org", "created": True}
+    code, out = run("keyserver", "account", "list", "--db", db, "--json")
+    assert json.loads(out) == {"ok": True, "accounts": ["bob@b.org"]}
+    assert "pw-1" not in out
+    code, out = run("keyserver", "account", "remove", "bob@b.org", "--db", db, "--json")
+    assert json.loads(out) == {"ok": True, "account": "bob@b.org", "removed": True}
+    code, out = run("keyserver", "account", "list", "--db", db, "--json")
+    assert json.loads(out) == {"ok": True, "accounts": []}
