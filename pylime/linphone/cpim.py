@@ -167,7 +167,7 @@ def build_text_cpim(
         date: the send time; now when None. Written in UTC with a ``Z``.
         disposition: ``imdn.Disposition-Notification``, or None to leave it out.
     """
-    when = (date or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
+    when = (date or _dt.datetime.now(_dt.UTC)).astimezone(_dt.UTC)
     headers = [
         ("From", f"<{sender}>"),
         ("To", f"<{to}>"),
