@@ -74,14 +74,17 @@ def prepare(path: str, mode: Durability) -> None:
 
 
 def lock(path: str) -> int | None:
-    """Take the exclusive lock on a database file; return the descriptor that holds it.
+    """Take the exclusive lock on a database file (created owner-only if missing).
+
+    Returns the descriptor that holds the lock. Take it before touching the file: the
+    journal mode (:func:`prepare`) is changed only under it.
 
     Raises:
         DatabaseInUseError: another manager (in any process) has the database open.
     """
     if path == ":memory:":
         return None
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -222,9 +222,13 @@ class Manager:
         self._transport = transport
         self._lock = threading.Lock()
         self._state = _State()
-        database.prepare(self._path, durability)
         self._state.lock_fd = database.lock(self._path)
         self._finalizer = weakref.finalize(self, self._state.destroy)
+        try:
+            database.prepare(self._path, durability)
+        except BaseException:
+            self._finalizer()
+            raise
         self._state.ptr = _b.manager_init(self._db, self._state.queue_handle)
 
     # -- lifecycle -------------------------------------------------------------------

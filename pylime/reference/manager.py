@@ -156,7 +156,6 @@ class ReferenceManager:
             self._db: Db | None = _db
             self._unlock = weakref.finalize(self, database.unlock, None)
             return
-        database.prepare(self._path, self._durability)
         fd = database.lock(self._path)  # one manager per database, as for the binding
         self._unlock = weakref.finalize(self, database.unlock, fd)
         try:
