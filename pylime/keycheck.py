@@ -18,8 +18,8 @@ from __future__ import annotations
 from pylime.keyserver import protocol
 from pylime.types import Curve
 
-__all__ = ["bundle_with_low_order_key", "dr_message_has_low_order_key", "is_low_order",
-           "is_low_order_identity"]
+__all__ = ["bundle_with_low_order_key", "dr_message_has_low_order_key", "ed_to_x_u",
+           "is_low_order", "is_low_order_identity"]
 
 _P25519 = 2**255 - 19
 _P448 = 2**448 - 2**224 - 1
@@ -47,22 +47,26 @@ def is_low_order(curve: Curve, x_public: bytes) -> bool:
     return u % _P448 in _LOW_ORDER[Curve.C448]
 
 
-def is_low_order_identity(curve: Curve, ed_public: bytes) -> bool:
-    """True if an identity key (EdDSA encoding) converts to a low-order X key, as lime does it.
+def ed_to_x_u(curve: Curve, ed_public: bytes) -> int:
+    """The X (Montgomery) u-coordinate of an EdDSA public key, converted as lime does it.
 
-    lime converts with u = (1 + y) / (1 - y) on curve25519 and u = y²(1 - d·y²) / (1 - y²)
-    on curve448; a zero denominator inverts to zero, as in decaf.
+    u = (1 + y) / (1 - y) on curve25519 and u = y²(1 - d·y²) / (1 - y²) on curve448, with
+    y read from the encoding (the sign bit ignored); a zero denominator inverts to zero, as
+    in decaf. Shared with the reference's key conversion.
     """
     if curve == Curve.C25519:
         p = _P25519
         y = (int.from_bytes(ed_public[:32], "little") & ((1 << 255) - 1)) % p
-        u = (1 + y) * pow((1 - y) % p, p - 2, p) % p
-    else:
-        p = _P448
-        y = int.from_bytes(ed_public[:56], "little") % p
-        y2 = y * y % p
-        u = y2 * (1 - _D448 * y2) * pow((1 - y2) % p, p - 2, p) % p
-    return u in _LOW_ORDER[curve]
+        return (1 + y) * pow((1 - y) % p, p - 2, p) % p
+    p = _P448
+    y = int.from_bytes(ed_public[:56], "little") % p
+    y2 = y * y % p
+    return y2 * (1 - _D448 * y2) * pow((1 - y2) % p, p - 2, p) % p
+
+
+def is_low_order_identity(curve: Curve, ed_public: bytes) -> bool:
+    """True if an identity key (EdDSA encoding) converts to a low-order X key."""
+    return ed_to_x_u(curve, ed_public) in _LOW_ORDER[curve]
 
 
 def dr_message_has_low_order_key(dr_message: bytes) -> bool:

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ed448, x448, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pylime.keycheck import ed_to_x_u
 from pylime.types import Curve
 
 __all__ = [
@@ -319,7 +320,6 @@ def ed25519ctx_verify(public: Buffer, message: Buffer, signature: Buffer, contex
 # --------------------------------------------------------------------------- Ed per curve
 
 _P448 = 2**448 - 2**224 - 1
-_D448 = -39081 % _P448
 
 
 def ed_public(curve: Curve, seed: Buffer) -> bytes:
@@ -368,15 +368,7 @@ def ed_to_x_private(curve: Curve, seed: Buffer) -> bytearray:
 def ed_to_x_public(curve: Curve, public: Buffer) -> bytes:
     """Ed public key → X public key with the birational / 4-isogeny maps of §1.3."""
     public = bytes(public)
-    if curve == Curve.C25519:
-        if len(public) != 32:
-            raise ValueError("bad Ed25519 public key size")
-        y = int.from_bytes(public, "little") & ((1 << 255) - 1)
-        u = (1 + y) * pow((1 - y) % _P, _P - 2, _P) % _P
-        return u.to_bytes(32, "little")
-    if len(public) != 57:
-        raise ValueError("bad Ed448 public key size")
-    y = int.from_bytes(public[:56], "little") % _P448
-    y2 = y * y % _P448
-    u = y2 * (1 - _D448 * y2) * pow((1 - y2) % _P448, _P448 - 2, _P448) % _P448
-    return u.to_bytes(56, "little")
+    size = 32 if curve == Curve.C25519 else 57
+    if len(public) != size:
+        raise ValueError(f"bad Ed{'25519' if size == 32 else '448'} public key size")
+    return ed_to_x_u(curve, public).to_bytes(32 if curve == Curve.C25519 else 56, "little")
