@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from pylime import database
-from pylime import errors
+from pylime import database, errors
 from pylime.database import Durability
 from pylime.reference.primitives import SIZES, random_id, wipe
 from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
