@@ -40,7 +40,7 @@ def test_the_spec_inner_cpim_parses_field_by_field():
 
 def test_a_text_message_is_built_exactly_as_the_spec_shows():
     """build_text_cpim with the spec's values gives the spec's bytes."""
-    when = dt.datetime(2025, 6, 24, 16, 10, 10, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2025, 6, 24, 16, 10, 10, tzinfo=dt.UTC)
     cpim = build_text_cpim(ALICE_PHONE, ROOM, "Hello", message_id="7uQ2xVn0LcKa", date=when)
     assert cpim.to_bytes() == INNER
 
