@@ -44,6 +44,14 @@ def _headers(sender: str) -> dict[bytes, bytes]:
     }
 
 
+# What "no HTTP answer" looks like from httpx: DNS, refused, TLS, timeout, closed client.
+_NO_ANSWER = (httpx.HTTPError, httpx.InvalidURL, RuntimeError, ssl.SSLError, OSError)
+
+
+def _unreachable(url: str, exc: BaseException) -> TransportError:
+    return TransportError(f"key server {_where(url)} unreachable: {type(exc).__name__}")
+
+
 def _where(url: str) -> str:
     """The URL without user info, for error messages."""
     try:
@@ -73,6 +81,11 @@ class _Base:
             self._auth = httpx.DigestAuth(username, password)
         self._verify = _ssl_context(ca_file)
 
+    def _client_options(self) -> dict[str, object]:
+        """What both clients share: auth, timeout, user agent, no redirects."""
+        return {"auth": self._auth, "timeout": httpx.Timeout(self.timeout),
+                "headers": {"User-Agent": _USER_AGENT}, "follow_redirects": False}
+
     def __repr__(self) -> str:
         user = f", username={self.username!r}" if self.username else ""
         return f"{type(self).__name__}(ca_file={self.ca_file!r}{user}, timeout={self.timeout})"
@@ -99,10 +112,7 @@ class HttpsTransport(_Base):
         # retries=1 reconnects once when a kept-alive connection turns out to be closed.
         self._client = httpx.Client(
             transport=httpx.HTTPTransport(verify=self._verify, retries=1),
-            auth=self._auth,
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": _USER_AGENT},
-            follow_redirects=False,
+            **self._client_options(),  # type: ignore[arg-type]
         )
 
     def post(self, url: str, sender: str, body: bytes) -> tuple[int, bytes]:
@@ -114,10 +124,8 @@ class HttpsTransport(_Base):
         try:
             response = self._client.post(url, content=bytes(body), headers=_headers(sender))
             return response.status_code, response.content
-        except (httpx.HTTPError, httpx.InvalidURL, RuntimeError, ssl.SSLError, OSError) as exc:
-            raise TransportError(
-                f"key server {_where(url)} unreachable: {type(exc).__name__}"
-            ) from exc
+        except _NO_ANSWER as exc:
+            raise _unreachable(url, exc) from exc
 
     def close(self) -> None:
         """Close the kept-alive connections; idempotent."""
@@ -148,10 +156,7 @@ class AsyncHttpsTransport(_Base):
         super().__init__(ca_file, username, password, timeout)
         self._client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(verify=self._verify, retries=1),
-            auth=self._auth,
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": _USER_AGENT},
-            follow_redirects=False,
+            **self._client_options(),  # type: ignore[arg-type]
         )
 
     async def post(self, url: str, sender: str, body: bytes) -> tuple[int, bytes]:
@@ -163,10 +168,8 @@ class AsyncHttpsTransport(_Base):
         try:
             response = await self._client.post(url, content=bytes(body), headers=_headers(sender))
             return response.status_code, response.content
-        except (httpx.HTTPError, httpx.InvalidURL, RuntimeError, ssl.SSLError, OSError) as exc:
-            raise TransportError(
-                f"key server {_where(url)} unreachable: {type(exc).__name__}"
-            ) from exc
+        except _NO_ANSWER as exc:
+            raise _unreachable(url, exc) from exc
 
     async def aclose(self) -> None:
         """Close the kept-alive connections; idempotent."""
