@@ -79,7 +79,7 @@ class AsyncManager:
             except BaseException:
                 # Cancelled (or interrupted) mid-flight: lime must still get an answer for
                 # every request; done here, synchronously, since awaiting is over.
-                self._locked(m._answer_leftovers)
+                self._locked(m._state.answer_leftovers)
                 try:
                     self._locked(m._conclude, call, problems)
                 except errors.LimeError:

@@ -9,10 +9,11 @@ even when the transport raises.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self, Union, cast
 
 from pylime import bindings as _b
@@ -157,11 +158,15 @@ class _State:
         self.pending: set[Operation] = set()
         self.lock_fd: int | None = None  # the database's exclusive lock (pylime.database)
 
-    def destroy(self) -> None:
-        """Answer whatever lime still waits for, then destroy the C manager. Idempotent."""
+    def answer_leftovers(self) -> None:
+        """Answer as failed whatever lime still waits for, so it never waits forever."""
         while self.queue:
             self.queue.popleft().answer(0, b"")
         _answer_orphans()
+
+    def destroy(self) -> None:
+        """Answer whatever lime still waits for, then destroy the C manager. Idempotent."""
+        self.answer_leftovers()
         if self.ptr is not None:
             ptr, self.ptr = self.ptr, None
             _b.manager_destroy(ptr)
@@ -307,15 +312,8 @@ class Manager:
                 code, body = classify_answer(request, answer, problems)
                 request.answer(code, body)
         finally:
-            self._answer_leftovers()
+            self._state.answer_leftovers()
         return problems
-
-    def _answer_leftovers(self) -> None:
-        """Answer as failed whatever an interrupt left queued, so lime never waits forever."""
-        queue = self._state.queue
-        while queue:
-            queue.popleft().answer(0, b"")
-        _answer_orphans()
 
     def _conclude(self, call: _Call, problems: list[errors.KeyServerError]) -> Any:
         """Turn a finished call into its result or its typed exception."""
@@ -394,11 +392,20 @@ class Manager:
         a refused decrypt (a cached session advanced past the stored one). A fresh C manager
         reloads users and sessions as they are stored. Costs about a millisecond.
         """
+        with self._c_manager_closed():
+            pass
+
+    @contextlib.contextmanager
+    def _c_manager_closed(self) -> Iterator[None]:
+        """Destroy the C manager for the block, then open a fresh one on the same database."""
         state = self._state
         ptr, state.ptr = state.ptr, None
         _b.manager_destroy(ptr)
         state.pending.clear()  # the destroyed manager can no longer call back
-        state.ptr = _b.manager_init(self._db, state.queue_handle)
+        try:
+            yield
+        finally:
+            state.ptr = _b.manager_init(self._db, state.queue_handle)
 
     def delete_user(self, device_id: str) -> None:
         """Delete a local user with all its keys and sessions, then delete it on the key server.
@@ -619,13 +626,10 @@ class Manager:
             self._ptr()
             if state.queue or state.pending:
                 raise errors.InternalError("prune_stale_sessions: an operation is in flight")
-            ptr, state.ptr = state.ptr, None
-            _b.manager_destroy(ptr)  # lime writes cached sessions back by row id: drop them
-            try:
+            # lime writes cached sessions back by row id: drop them around the delete.
+            with self._c_manager_closed():
                 return sessions.prune_unlocked(self._path, keep=keep,
                                                older_than_days=older_than_days)
-            finally:
-                state.ptr = _b.manager_init(self._db, state.queue_handle)
 
     def stale_sessions(self, device_id: str, peer_device_id: str) -> None:
         """Retire the active session with a peer: the next encrypt runs a new X3DH.
