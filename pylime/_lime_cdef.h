@@ -115,3 +115,8 @@ extern "Python" void _pylime_status(void *userData, const enum lime_ffi_Callback
  * record and hands it to this sink, which forwards it to Python's logging. */
 extern "Python+C" void _pylime_log(const char *domain, int level, const char *message);
 void pylime_route_logs(int level_mask);
+
+/* Which lime: the version pkg-config reported at build time, and the file dladdr says is
+ * loaded (liblime has no version call). */
+const char *pylime_lime_version(void);
+const char *pylime_lime_path(void);
