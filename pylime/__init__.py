@@ -1,10 +1,17 @@
-"""pylime: Linphone's lime end-to-end encryption (X3DH + Double Ratchet) for Python."""
+"""pylime: Linphone's lime end-to-end encryption (X3DH + Double Ratchet) for Python.
+
+Two backends with one API: :class:`Manager` binds the system's liblime 5.1.x where it was
+built at install time; :class:`pylime.reference.ReferenceManager` is pure Python and runs
+everywhere. :func:`open_manager` picks one (``backend="auto"|"lime"|"reference"``).
+"""
 
 from __future__ import annotations
 
 import logging
 
+from pylime.backend import Backend, available_backends, lime_library, open_manager
 from pylime.errors import (
+    BackendUnavailableError,
     DatabaseInUseError,
     DecryptionError,
     EncryptionError,
@@ -23,6 +30,8 @@ from pylime.errors import (
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.types import Curve, PeerStatus, Policy
 
+__version__ = "0.2.0"
+
 # A library logs, the application decides where logs go.
 logging.getLogger("pylime").addHandler(logging.NullHandler())
 
@@ -34,13 +43,18 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
-    # Manager needs the compiled module; importing it lazily keeps the key server, the
-    # reference and the CLI usable where pylime._lime was never built.
-    if name == "Manager":
-        from pylime.manager import Manager
+    # The binding's classes need the compiled module: importing them lazily keeps the
+    # reference, the key server and the CLI usable where pylime._lime was never built, and
+    # there they are stand-ins whose construction raises BackendUnavailableError.
+    if name in ("Manager", "AsyncManager"):
+        from pylime import backend
 
-        return Manager
-    if name == "AsyncManager":
+        if not backend.binding_available():
+            return backend.unavailable_class(name)
+        if name == "Manager":
+            from pylime.manager import Manager
+
+            return Manager
         from pylime.async_manager import AsyncManager
 
         return AsyncManager
@@ -53,6 +67,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AsyncManager",
+    "Backend",
+    "BackendUnavailableError",
     "Curve",
     "DatabaseInUseError",
     "DecryptResult",
@@ -74,5 +90,9 @@ __all__ = [
     "TransportError",
     "UserExistsError",
     "UserNotFoundError",
+    "__version__",
+    "available_backends",
     "diagnose",
+    "lime_library",
+    "open_manager",
 ]

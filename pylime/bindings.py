@@ -13,6 +13,9 @@ import functools
 from typing import Any, NoReturn
 
 from pylime import errors
+from pylime.backend import require_binding
+
+require_binding()  # a clear BackendUnavailableError (an ImportError) where _lime is absent
 from pylime._lime import ffi, lib
 
 __all__ = [

@@ -7,6 +7,7 @@
     ├── UserNotFoundError (LookupError)         no such local user
     ├── UserExistsError                         create_user for a user that is already active
     ├── DatabaseInUseError                      the database is open in another manager
+    ├── BackendUnavailableError (ImportError)   liblime's binding is not built in this install
     ├── IdentityKeyMismatchError (ValueError)   trusting a peer with a key other than the stored one
     ├── KeyServerError                          the key server refused or answered garbage
     │   ├── KeyServerHTTPError                  ...with an HTTP status other than 200
@@ -29,6 +30,7 @@ Messages never carry keys or plaintexts. Imports nothing compiled.
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailableError",
     "BadTagError",
     "DatabaseInUseError",
     "DecryptionError",
@@ -72,6 +74,14 @@ class DatabaseInUseError(LimeError):
     """The database is open in another manager, in this process or another.
 
     lime caches sessions, so two managers on one file would reuse message keys.
+    """
+
+
+class BackendUnavailableError(LimeError, ImportError):
+    """liblime's binding (pylime._lime) was not built in this installation.
+
+    pylime builds it only where ``pkg-config lime`` found lime 5.1.x at install time; the
+    message names the packages to install and the pure-Python backend that serves meanwhile.
     """
 
 
