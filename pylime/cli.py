@@ -42,8 +42,34 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def _version_text() -> str:
+    """pylime's version, the backends this installation runs, and the liblime loaded."""
+    import platform
+
+    from pylime import __version__, backend
+
+    lines = [f"pylime {__version__} (Python {platform.python_version()})"]
+    library = backend.lime_library()
+    if library is not None:
+        lines.append(f"backend lime: available, liblime {library.version} loaded from "
+                     f"{library.path}")
+    else:
+        lines.append(f"backend lime: not available: {backend.missing_binding_message()}")
+    lines.append("backend reference: available (pure Python)")
+    lines.append(f"default backend: {backend.resolve_backend('auto')}")
+    return "\n".join(lines)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_text())
+        ctx.exit()
+
+
 @click.group(cls=_LazyGroup)
-@click.version_option(package_name="pylime")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version,
+              help="Show the version, the available backends and the liblime loaded.")
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
 def main(verbose: int) -> None:
     """pylime: Linphone's lime end-to-end encryption (X3DH + Double Ratchet)."""

@@ -23,7 +23,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 from rich.console import Console
@@ -32,10 +32,7 @@ from pylime import errors
 from pylime.types import Curve
 
 if TYPE_CHECKING:
-    from pylime.manager import Manager
-    from pylime.reference.manager import ReferenceManager
-
-    AnyManager = Manager | ReferenceManager
+    from pylime.backend import AnyManager, Backend
 
 __all__ = [
     "BACKENDS",
@@ -101,18 +98,10 @@ ENV = {
     "password": "PYLIME_PASSWORD",
 }
 
-BACKENDS = ("lime", "reference")
+#: --backend's choices (pylime.backend): "auto" is the binding where it is built.
+BACKENDS = ("auto", "lime", "reference")
 DEFAULT_DB = "pylime.sqlite3"
 _CURVES = {"c25519": Curve.C25519, "c448": Curve.C448}
-
-
-def _default_backend() -> str:
-    """liblime's binding where it is built, else the pure-Python reference."""
-    try:
-        import pylime._lime  # noqa: F401
-    except ImportError:
-        return "reference"
-    return "lime"
 
 
 @dataclass(frozen=True)
@@ -264,9 +253,9 @@ def lime_command(group: click.Group | None, name: str | None = None, *,
             click.option("--server", envvar=ENV["server"], default=None, metavar="URL",
                          help=f"{server_help} [env {ENV['server']}]"),
             click.option("--backend", envvar=ENV["backend"], type=click.Choice(BACKENDS),
-                         default=_default_backend, show_default="lime if built",
-                         help=f"liblime's binding or the pure-Python reference "
-                              f"[env {ENV['backend']}]."),
+                         default="auto", show_default=True,
+                         help=f"liblime's binding, the pure-Python reference, or auto: the "
+                              f"binding where it is built [env {ENV['backend']}]."),
             click.option("--json", "as_json", is_flag=True,
                          help="One JSON object on stdout (shapes in docs/cli.md)."),
             click.option("--credentials", envvar=ENV["credentials"], default=None,
@@ -395,18 +384,9 @@ def open_manager(settings: Settings, transport: Any, *,
     if must_exist and not os.path.exists(settings.db):
         raise CliFailure(f"no database {settings.db} (create a device first, or give --db)",
                          EXIT_NOT_FOUND)
-    manager: AnyManager
-    if settings.backend == "lime":
-        try:
-            from pylime.manager import Manager
-        except ImportError as exc:
-            raise CliFailure("liblime's binding is not built here: use --backend reference "
-                             "or run scripts/setup") from exc
-        manager = Manager(settings.db, transport)
-    else:
-        from pylime.reference.manager import ReferenceManager
+    from pylime.backend import open_manager as open_backend
 
-        manager = ReferenceManager(settings.db, transport)
+    manager = open_backend(settings.db, transport, backend=cast("Backend", settings.backend))
     try:
         yield manager
     finally:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich.console import Console
@@ -45,8 +45,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pylime import errors
-from pylime.commands.common import (
+from pylime.backend import (
     BACKENDS,
+    available_backends,
+    lime_library,
+    missing_binding_message,
+    open_manager,
+    resolve_backend,
+)
+from pylime.commands.common import (
     ENV,
     EXIT_FAILURE,
     EXIT_KEYSERVER,
@@ -59,6 +66,9 @@ from pylime.commands.common import (
     report_failure,
 )
 from pylime.types import Curve, PeerStatus, Policy
+
+if TYPE_CHECKING:
+    from pylime.backend import Backend
 
 __all__ = ["Row", "interop", "preflight", "run_matrix"]
 
@@ -172,14 +182,9 @@ def embedded_server(workdir: Path, timeout: float) -> Iterator[Rig]:
 # ------------------------------------------------------------------ devices
 
 
-def _factory(backend: str) -> Callable[..., Any]:
-    if backend == "lime":
-        from pylime.manager import Manager
-
-        return Manager
-    from pylime.reference.manager import ReferenceManager
-
-    return ReferenceManager
+def _manager(backend: str, path: Path, transport: Any) -> Any:
+    """A manager of the named backend ("lime" or "reference") on ``path``."""
+    return open_manager(path, transport, backend=cast("Backend", backend))
 
 
 @dataclass
@@ -211,7 +216,7 @@ class Scene:
         """Create a device of ``user`` on ``backend`` and register it on the key server."""
         device_id = self.rig.device_id(user)
         path = self.db_path(f"{user}-{backend}")
-        manager = _factory(backend)(path, self.rig.transport(user))
+        manager = _manager(backend, path, self.rig.transport(user))
         dev = Dev(device_id, user, backend, path, manager)
         self.devices.append(dev)
         manager.create_user(device_id, self.rig.url, self.curve, opk_batch=OPK_BATCH)
@@ -220,7 +225,8 @@ class Scene:
     def reopen(self, dev: Dev, backend: str, transport: Any = None) -> None:
         """Close ``dev``'s manager and continue its database on ``backend``."""
         dev.manager.close()
-        dev.manager = _factory(backend)(dev.path, transport or self.rig.transport(dev.user))
+        dev.manager = _manager(backend, dev.path,
+                               transport or self.rig.transport(dev.user))
         dev.backend = backend
 
     def close(self) -> None:
@@ -478,11 +484,11 @@ def mitm(scene: Scene, a: str, b: str) -> str:
     scene.extra.append(mallory_server)
     evil = SwappingTransport(scene.rig.transport("alice"), mallory_server, bob.device_id)
     alice_id = scene.rig.device_id("alice")
-    alice_mgr = _factory(a)(scene.db_path(f"alice-{a}"), evil)
+    alice_mgr = _manager(a, scene.db_path(f"alice-{a}"), evil)
     alice = Dev(alice_id, "alice", a, Path(alice_mgr.path), alice_mgr)
     scene.devices.append(alice)
     alice_mgr.create_user(alice_id, scene.rig.url, curve, opk_batch=OPK_BATCH)
-    mallory = _factory(b)(scene.db_path(f"mallory-{b}"), mallory_server)
+    mallory = _manager(b, scene.db_path(f"mallory-{b}"), mallory_server)
     scene.extra.append(mallory)
     mallory.create_user(bob.device_id, scene.rig.url, curve, opk_batch=OPK_BATCH)
     ik_alice = alice_mgr.identity_key(alice_id)
@@ -708,20 +714,23 @@ def _table(rows: Sequence[Row], server: str, elapsed: float) -> Table:
     return table
 
 
-def _available_backends(wanted: Sequence[str]) -> list[str]:
-    out = []
-    for name in wanted:
-        if name == "lime":
-            try:
-                import pylime._lime  # noqa: F401
-            except ImportError:
-                click.echo("pylime: warning: liblime's binding is not built: "
-                           "interop runs on the reference only", err=True)
-                continue
-        out.append(name)
-    if not out:
-        raise CliFailure("no backend to run")
-    return out
+def _choose_backends(wanted: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The backends to run and notes for the report.
+
+    Without --backend: every backend this installation has, with a note where liblime's
+    binding is absent (the matrix then runs reference to reference). A --backend it lacks is
+    an error.
+    """
+    notes: list[str] = []
+    if wanted:
+        for name in wanted:
+            resolve_backend(name)  # BackendUnavailableError for an absent binding
+        return list(dict.fromkeys(wanted)), notes
+    chosen = list(available_backends())
+    if "lime" not in chosen:
+        notes.append("liblime is absent: the matrix runs on the pure-Python reference only. "
+                     + missing_binding_message())
+    return chosen, notes
 
 
 @click.command("interop", cls=JsonAwareCommand)
@@ -755,7 +764,10 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
     chosen_curves = [Curve.C25519 if c == "c25519" else Curve.C448
                      for c in (curves or ("c25519", "c448"))]
     try:
-        chosen_backends = _available_backends(backends or BACKENDS)
+        chosen_backends, notes = _choose_backends(backends)
+        if notes and not as_json:
+            for note in notes:
+                click.echo(f"pylime: note: {note}", err=True)
         rows, lost, elapsed, server = _interop(settings, against, realm, chosen_curves,
                                                chosen_backends, keep)
     except click.exceptions.Exit:
@@ -769,12 +781,20 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
         click.echo(json.dumps({"ok": ok, "server": server, "embedded": against is None,
                                "seconds": round(elapsed, 3),
                                "passed": sum(r.ok for r in rows), "total": len(rows),
+                               "backends": chosen_backends, "lime": _lime_json(),
+                               "notes": notes,
                                "results": [r.to_json() for r in rows]}))
     else:
         where = f"embedded key server {server}" if against is None else server
         console().print(_table(rows, where, elapsed))
     if not ok:
         raise click.exceptions.Exit(EXIT_KEYSERVER if lost else EXIT_FAILURE)
+
+
+def _lime_json() -> dict[str, str] | None:
+    """The liblime the run used, for the JSON report (null where the binding is absent)."""
+    library = lime_library()
+    return None if library is None else {"version": library.version, "path": library.path}
 
 
 def _interop(settings: Settings, against: str | None, realm: str, curves: list[Curve],

@@ -16,7 +16,10 @@ def test_interop_is_green_on_both_curves_and_backends(cli):
     elapsed = time.monotonic() - start
     assert done.code == 0, done.out + done.err
     data = done.json()
-    assert set(data) == {"ok", "server", "embedded", "seconds", "passed", "total", "results"}
+    assert set(data) == {"ok", "server", "embedded", "seconds", "passed", "total", "backends",
+                         "lime", "notes", "results"}
+    assert data["backends"] == ["lime", "reference"] and data["notes"] == []
+    assert data["lime"]["version"].startswith("5.1.")
     assert data["embedded"] is True and data["server"].startswith("https://127.0.0.1:")
     assert data["ok"] is True and data["passed"] == data["total"] == len(data["results"])
     rows = data["results"]
