@@ -90,7 +90,14 @@ class IdentityKeyMismatchError(LimeError, ValueError):
 
 
 class KeyServerError(LimeError):
-    """The key server did not complete the operation lime asked of it."""
+    """The key server did not complete the operation lime asked of it.
+
+    ``answer_lost`` is True when the server may have done what was asked although its answer
+    did not reach us intact (unreachable, an HTTP error, a garbled answer): a registration
+    then stays pending with its keys, and a retry sends the same ones.
+    """
+
+    answer_lost: bool = False
 
 
 class KeyServerHTTPError(KeyServerError):

@@ -18,8 +18,8 @@ from __future__ import annotations
 from pylime.keyserver import protocol
 from pylime.types import Curve
 
-__all__ = ["bundle_with_low_order_key", "dr_message_has_low_order_key", "ed_to_x_u",
-           "is_low_order", "is_low_order_identity"]
+__all__ = ["dr_message_has_low_order_key", "ed_to_x_u", "is_low_order",
+           "is_low_order_identity", "low_order_bundle_device"]
 
 _P25519 = 2**255 - 19
 _P448 = 2**448 - 2**224 - 1
@@ -95,17 +95,8 @@ def dr_message_has_low_order_key(dr_message: bytes) -> bool:
     return len(dhs) == x and is_low_order(curve, dhs)
 
 
-def bundle_with_low_order_key(answer: bytes) -> str | None:
-    """The device id of the first bundle in a peerBundle answer with a low-order key, if any.
-
-    Answers that are not a well-formed peerBundle give None: lime judges those itself.
-    """
-    try:
-        message = protocol.parse_response(answer)
-    except protocol.X3DHParseError:
-        return None
-    if not isinstance(message, protocol.PeerBundle):
-        return None
+def low_order_bundle_device(message: protocol.PeerBundle) -> str | None:
+    """The device id of the first bundle of a parsed peerBundle with a low-order key, if any."""
     curve = message.curve
     for bundle in message.bundles:
         if bundle.ik is None or bundle.spk is None:  # flag 2: no bundle

@@ -14,14 +14,15 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Self, Union, cast
+from typing import Any, Self, Union
 
 from pylime import bindings as _b
 from pylime import database, errors, sessions
 from pylime._callbacks import ORPHANS, Operation, Request, RequestQueue
+from pylime.answers import LIME_MISJUDGES, judge
 from pylime.database import Durability
-from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
-from pylime.keyserver.protocol import ANSWER_TYPE, MAX_DEVICE_ID_SIZE, MessageType
+from pylime.keycheck import dr_message_has_low_order_key
+from pylime.keyserver.protocol import MAX_DEVICE_ID_SIZE, MessageType
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
 from pylime.types import Curve, PeerStatus, Policy
@@ -63,87 +64,27 @@ def _device_id(value: str, name: str) -> bytes:
     return data
 
 
-def _answer_problem(request: Request, code: int, body: bytes) -> errors.KeyServerError | None:
-    """The typed error a key-server answer stands for, or None when it looks like success."""
-    url = request.url
-    if code != 200:
-        return errors.KeyServerHTTPError(f"key server at {url} answered HTTP {code}", code)
-    if len(body) >= 4 and body[0] == 1 and body[1] == _X3DH_ERROR_TYPE:
-        text = body[4:].decode("utf-8", "replace")[:200]
-        return errors.KeyServerProtocolError(
-            f"key server at {url} refused the request: error 0x{body[3]:02x} {text!r}", body[3])
-    if len(body) < 3 or body[0] != 1:
-        return errors.KeyServerError(f"key server at {url} sent a malformed answer")
-    return None
-
-
-def _unsafe_bundle(request: Request, body: bytes) -> errors.KeyServerError | None:
-    """A peerBundle carrying a low-order key: lime must never compute that DH (keycheck)."""
-    if body[1] != MessageType.PEER_BUNDLE:
-        return None
-    device = bundle_with_low_order_key(body)
-    if device is None:
-        return None
-    return errors.KeyServerError(
-        f"key server at {request.url} sent an invalid (low-order) key for {device!r}")
-
-
-def _wrong_type(request: Request, body: bytes) -> errors.KeyServerError | None:
-    """An answer of another message type than the request calls for.
-
-    lime 5.1.64 does not check the type: an acknowledgement answering registerUser counts
-    as success without activating the user, one answering getPeerBundle ends encrypt with
-    nothing encrypted. pylime hands lime a failure instead, so the operation fails cleanly.
-    """
-    expected = ANSWER_TYPE.get(request.body[1]) if len(request.body) > 1 else None
-    if expected is None or body[1] in (expected, _X3DH_ERROR_TYPE):
-        return None
-    return errors.KeyServerError(
-        f"key server at {request.url} answered request type 0x{request.body[1]:02x} with "
-        f"message type 0x{body[1]:02x}")
-
-
 def classify_answer(request: Request, answer: object,
                     problems: list[errors.KeyServerError]) -> tuple[int, bytes]:
     """What to hand lime for a transport's answer (or exception); record any problem.
 
-    - A transport exception, or an answer that is not ``(int, bytes)``: TransportError, and
-      lime gets status 0 with an empty body.
-    - An answer of the wrong message type, or a bundle with a low-order key: KeyServerError,
-      and lime gets status 0 (it would otherwise take it as success, or crash).
-    - An X3DH error message, an HTTP error or a malformed body: the typed error, and lime
-      gets the answer as it came.
-    - Except for registerUser: when its answer is lost (every case above but an X3DH error
-      message) the server may have registered the keys, so lime must keep them for the
-      retry instead of deleting the user. lime then gets an error message without a code,
-      which ends create_user silently with the user stored inactive (see _reopen).
+    :func:`pylime.answers.judge` says what the answer is. lime gets it as it came where lime
+    judges it right itself, and status 0 with an empty body where lime 5.1.64 would misjudge
+    it (a transport failure, an answer of the wrong type, a low-order key, trailing bytes).
+    Except for registerUser: when its answer is lost (anything but an X3DH error message)
+    the server may have registered the keys, so lime must keep them for the retry instead of
+    deleting the user. lime then gets an error message without a code, which ends
+    create_user silently with the user stored inactive (see _reopen).
     """
-    code, body = 0, b""
-    problem: errors.KeyServerError | None = None
-    refused_by_server = False
-    if not isinstance(answer, BaseException):
-        try:
-            raw_code, raw_body = cast("tuple[Any, Any]", answer)
-            code, body = int(raw_code), bytes(raw_body)
-        except Exception as exc:  # noqa: BLE001 - a malformed answer is the transport's fault
-            answer = exc
-        else:
-            problem = _answer_problem(request, code, body)
-            if problem is None:
-                problem = _wrong_type(request, body) or _unsafe_bundle(request, body)
-                if problem is not None:
-                    code, body = 0, b""
-            refused_by_server = isinstance(problem, errors.KeyServerProtocolError)
-    if isinstance(answer, BaseException):
-        problem = errors.TransportError(
-            f"could not reach the key server at {request.url}: {type(answer).__name__}")
-        problem.__cause__ = answer
-    if problem is None:
-        return code, body
-    problems.append(problem)
-    if request.body[1:2] == _REGISTER_USER and not refused_by_server:
+    verdict = judge(request.url, request.body, answer)
+    if verdict.problem is None:
+        return verdict.code, verdict.body
+    problems.append(verdict.problem)
+    if verdict.lost and request.body[1:2] == _REGISTER_USER:
         return 200, bytes((1, _X3DH_ERROR_TYPE, request.body[2]))
-    return code, body
+    if verdict.kind in LIME_MISJUDGES:
+        return 0, b""
+    return verdict.code, verdict.body
 
 
 class _State:

@@ -49,6 +49,7 @@ __all__ = [
     "encode_device_id",
     "parse_request",
     "parse_response",
+    "parse_response_size",
 ]
 
 PROTOCOL_VERSION = 0x01
@@ -522,13 +523,18 @@ def parse_request(body: bytes) -> Request:
 
 
 def parse_response(body: bytes) -> Response:
-    """Parse a server→client message the way lime 5.1.64 does.
+    """Parse a server→client message the way lime 5.1.64 does (bytes after it are ignored).
 
     Raises:
         X3DHParseError: for anything lime would reject (short or truncated message, bad flag,
             wrong version or curve, an error message without its code byte, a type that is
             not a response).
     """
+    return parse_response_size(body)[0]
+
+
+def parse_response_size(body: bytes) -> tuple[Response, int]:
+    """:func:`parse_response`, and how many bytes the message takes (the rest is trailing)."""
     body = bytes(body)
     msg_type, curve = _parse_header(body, "response")
     sizes = KEY_SIZES[curve]
@@ -538,16 +544,16 @@ def parse_response(body: bytes) -> Response:
         MessageType.POST_SPK,
         MessageType.POST_OPKS,
     ):
-        return Ack(curve, MessageType(msg_type))
+        return Ack(curve, MessageType(msg_type)), _HEADER_SIZE
     if msg_type == MessageType.ERROR:
         r = _Reader(body, curve, "error")
         code = r.u8("error code")
         text = body[r.pos :].rstrip(b"\x00").decode("utf-8", "replace")
-        return ErrorMessage(curve, code, text)
+        return ErrorMessage(curve, code, text), len(body)
     if msg_type == MessageType.SELF_OPKS:
         r = _Reader(body, curve, "selfOPks")
         count = r.u16("OPk count")
-        return SelfOPks(curve, tuple(r.u32("OPk id") for _ in range(count)))
+        return SelfOPks(curve, tuple(r.u32("OPk id") for _ in range(count))), r.pos
     if msg_type == MessageType.PEER_BUNDLE:
         r = _Reader(body, curve, "peerBundle")
         count = r.u16("bundle count")
@@ -568,7 +574,7 @@ def parse_response(body: bytes) -> Response:
             if flag == BundleFlag.WITH_OPK:
                 opk = OPk(r.take(sizes.x, "OPk"), r.u32("OPk id"))
             bundles.append(Bundle(device_id, ik, spk, spk_id, spk_sig, opk))
-        return PeerBundle(curve, tuple(bundles))
+        return PeerBundle(curve, tuple(bundles)), r.pos
     raise X3DHParseError(
         f"message type 0x{msg_type:02x} is not a response", ErrorCode.BAD_REQUEST, curve
     )

@@ -28,8 +28,9 @@ from collections.abc import Sequence
 from typing import Union
 
 from pylime import database, errors, sessions
+from pylime.answers import OPERATION_FAILS, Kind, judge
 from pylime.database import Durability
-from pylime.keycheck import bundle_with_low_order_key, dr_message_has_low_order_key
+from pylime.keycheck import dr_message_has_low_order_key
 from pylime.keyserver import protocol as proto
 from pylime.reference import encoding
 from pylime.reference.primitives import (
@@ -128,12 +129,6 @@ def _best(reasons: list[errors.DecryptionError]) -> errors.DecryptionError:
     return reasons[0] if reasons else errors.BadTagError("no session could decrypt the message")
 
 
-def _lost(exc: errors.KeyServerError) -> errors.KeyServerError:
-    """Mark a failure whose answer was lost: the server may have done what was asked."""
-    exc.answer_lost = True  # type: ignore[attr-defined]
-    return exc
-
-
 class ReferenceManager:
     """A lime manager in pure Python on one database: the reference twin of ``Manager``.
 
@@ -207,52 +202,23 @@ class ReferenceManager:
     # ------------------------------------------------------------------ key server
 
     def _post(self, user: LocalUser, body: bytes, failure: type[errors.LimeError]) -> object:
-        """Send one request and classify the answer as lime's process_response does."""
-        url = user.url
+        """Send one request; raise what :func:`pylime.answers.judge` finds, or return the answer.
+
+        An X3DH error message for the user's curve comes back as an ErrorMessage, for the
+        caller to act on (update re-registers a user the server does not know).
+        """
         try:
-            code, answer = self._transport.post(url, user.device_id, body)
-            code, answer = int(code), bytes(answer)
-        except Exception as exc:
-            raise _lost(errors.TransportError(
-                f"could not reach the key server at {url}: {type(exc).__name__}"
-            )) from exc
-        if code != 200:
-            raise _lost(errors.KeyServerHTTPError(f"key server at {url} answered HTTP {code}",
-                                                  code))
-        if len(answer) >= 4 and answer[0] == 1 and answer[1] == proto.MessageType.ERROR:
-            if answer[2] == user.curve:
-                return proto.ErrorMessage(answer[2], answer[3],
-                                          answer[4:].decode("utf-8", "replace"))
-            raise errors.KeyServerProtocolError(
-                f"key server at {url} refused the request: error 0x{answer[3]:02x}", answer[3]
-            )
-        if len(answer) < 3 or answer[0] != 1:
-            raise _lost(errors.KeyServerError(f"key server at {url} sent a malformed answer"))
-        expected = proto.ANSWER_TYPE.get(body[1])
-        if expected is not None and answer[1] != expected:
-            # As the binding does: liblime does not check the answer's type, pylime does.
-            raise _lost(errors.KeyServerError(
-                f"key server at {url} answered request type 0x{body[1]:02x} with message "
-                f"type 0x{answer[1]:02x}"))
-        if answer[1] == proto.MessageType.PEER_BUNDLE:
-            device = bundle_with_low_order_key(answer)
-            if device is not None:  # as the binding refuses them (pylime.keycheck)
-                raise errors.KeyServerError(
-                    f"key server at {url} sent an invalid (low-order) key for {device!r}")
-        if answer[2] != user.curve:
-            raise failure(f"key server at {url} answered for another curve")
-        known = {int(t) for t in proto.MessageType}
-        if answer[1] not in known or answer[1] == proto.MessageType.ERROR:
-            raise errors.KeyServerError(
-                "the key server's answer ended the operation without a result"
-            )
-        if answer[1] in (proto.MessageType.DEPRECATED_REGISTER_USER,
-                         proto.MessageType.GET_PEER_BUNDLE, proto.MessageType.GET_SELF_OPKS):
-            raise failure(f"key server at {url}: X3DH unexpected message from server")
-        try:
-            return proto.parse_response(answer)
-        except proto.X3DHParseError as exc:
-            raise failure(f"key server at {url} sent an invalid answer: {exc}") from None
+            answer: object = self._transport.post(user.url, user.device_id, body)
+        except Exception as exc:  # noqa: BLE001 - the judge makes it a TransportError
+            answer = exc
+        verdict = judge(user.url, body, answer)
+        if verdict.kind is Kind.REFUSED and verdict.body[2] == user.curve:
+            return verdict.message
+        if verdict.problem is not None:
+            raise verdict.problem
+        if verdict.kind in OPERATION_FAILS:
+            raise failure(verdict.detail)
+        return verdict.message
 
     @staticmethod
     def _raise_error(url: str, msg: proto.ErrorMessage) -> None:
@@ -340,7 +306,7 @@ class ReferenceManager:
             except errors.LimeError as exc:
                 # As the binding: a lost answer keeps the user pending (inactive) with its
                 # keys, since the server may have registered them; a refusal removes it.
-                if not getattr(exc, "answer_lost", False):
+                if not getattr(exc, "answer_lost", False):  # KeyServerError.answer_lost
                     with db.transaction() as c:
                         c.execute("DELETE FROM lime_LocalUsers WHERE UserId = ?;",
                                   (device_id,))

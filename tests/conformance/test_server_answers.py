@@ -114,3 +114,45 @@ def test_update_reacts_like_liblime(tmp_path: pathlib.Path, curve: Curve, name: 
             seen[kind] = (_outcome(lambda: m.update(opk_low_limit=5, opk_batch=2)),
                           server.opk_count(ME))
     assert seen["ref"] == seen["lime"]
+
+
+class Junk:
+    """The real server's answers, with bytes appended to those of one request type."""
+
+    def __init__(self, server: KeyServer, msg_type: int) -> None:
+        self.server, self.msg_type = server, msg_type
+
+    def post(self, url: str, sender: str, body: bytes) -> tuple[int, bytes]:
+        code, answer = self.server.post(url, sender, body)
+        return code, answer + (b"\0junk" if body[1] == self.msg_type else b"")
+
+
+@pytest.mark.parametrize("msg_type", [9, 5, 7], ids=["registerUser", "getPeerBundle",
+                                                     "getSelfOPks"])
+def test_trailing_bytes_are_refused_alike_and_lose_nothing(
+        tmp_path: pathlib.Path, curve: Curve, msg_type: int) -> None:
+    """An answer with bytes after the message fails the operation as lost, on both backends;
+    with the server behaving again the same manager completes it."""
+    for kind, factory in FACTORIES.items():
+        with KeyServer() as server:
+            with FACTORIES["lime"](tmp_path / f"peer-{kind}.sqlite3", transport=server) as peer:
+                peer.create_user(PEER, URL, curve)
+            with factory(tmp_path / f"{kind}.sqlite3", transport=Junk(server, msg_type)) as m:
+                def operation() -> object:
+                    if msg_type == 9:
+                        return m.create_user(ME, URL, curve)
+                    if msg_type == 5:
+                        return m.encrypt(ME, "sip:peer@example.org", [PEER], b"x")
+                    return m.update(opk_low_limit=200, opk_batch=2)
+
+                if msg_type != 9:
+                    m._transport = server
+                    m.create_user(ME, URL, curve, opk_batch=5)
+                    m._transport = Junk(server, msg_type)
+                with pytest.raises(errors.KeyServerError, match="after its answer") as caught:
+                    operation()
+                assert caught.value.answer_lost, kind
+                assert m.peer_status(PEER) is PeerStatus.UNKNOWN
+                m._transport = server
+                operation()
+                assert m.is_user(ME)

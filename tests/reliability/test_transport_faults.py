@@ -107,10 +107,16 @@ def test_create_user_retry_after_a_lost_answer_succeeds(world, faulty, mode):
     assert alice.manager.is_user(alice.device_id)
 
 
-def test_an_oversized_registration_answer_is_accepted(world, faulty):
-    """lime reads what it needs of an answer: 1 MiB of trailing junk does not fail create_user."""
+def test_an_answer_with_trailing_bytes_is_refused_and_the_retry_registers(world, faulty):
+    """1 MiB of junk after a valid acknowledgement is refused (liblime would ignore it): the
+    answer counts as lost, the user stays pending, and the retry registers the same keys."""
     alice = world.device("alice", create=False, transport=faulty)
     faulty.fail("oversized", REGISTER)
+    with pytest.raises(errors.KeyServerError, match="after its answer") as caught:
+        alice.manager.create_user(alice.device_id, "https://k.example", world.curve)
+    assert caught.value.answer_lost is True
+    assert not alice.manager.is_user(alice.device_id) and no_pending(alice.manager)
+    faulty.fail(None)
     alice.manager.create_user(alice.device_id, "https://k.example", world.curve)
     assert alice.manager.is_user(alice.device_id) and no_pending(alice.manager)
 
