@@ -57,11 +57,17 @@ def ed_to_x_u(curve: Curve, ed_public: bytes) -> int:
     if curve == Curve.C25519:
         p = _P25519
         y = (int.from_bytes(ed_public[:32], "little") & ((1 << 255) - 1)) % p
-        return (1 + y) * pow((1 - y) % p, p - 2, p) % p
+        return (1 + y) * _inverse(1 - y, p) % p
     p = _P448
     y = int.from_bytes(ed_public[:56], "little") % p
     y2 = y * y % p
-    return y2 * (1 - _D448 * y2) * pow((1 - y2) % p, p - 2, p) % p
+    return y2 * (1 - _D448 * y2) * _inverse(1 - y2, p) % p
+
+
+def _inverse(x: int, p: int) -> int:
+    """x⁻¹ mod p, and 0 for 0 (decaf's convention); extended Euclid: public values only."""
+    x %= p
+    return pow(x, -1, p) if x else 0
 
 
 def is_low_order_identity(curve: Curve, ed_public: bytes) -> bool:

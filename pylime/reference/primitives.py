@@ -1,18 +1,25 @@
 """lime 5.1.64's cryptographic primitives, for the pure-Python reference.
 
-Everything comes from pyca/cryptography except Ed25519ctx: lime signs on curve25519 with
-decaf's Ed25519 and a NULL context pointer, which decaf treats as "Ed25519ctx with an empty
-context" (RFC 8032 ``dom2`` prefix with phflag 0 and a zero-length context). cryptography only
-offers pure Ed25519, whose signatures lime rejects, so Ed25519ctx is written here
-(lime-wire.md §1.2).
+Where the work is done:
 
-Side channels, honestly: the Ed25519ctx code multiplies secret scalars with a fixed-length
-Montgomery ladder whose swaps are arithmetic masks, so there is no branch and no table
-lookup indexed by secret bits. It still runs on CPython integers, whose arithmetic takes
-time that depends on the size of the values; it is **not** constant time and must not be
-relied upon where an attacker can time many signatures. Secrets that leave this module are
-``bytearray`` objects the caller can wipe with :func:`wipe`; the intermediate Python ints
-cannot be wiped.
+- curve25519: libsodium through PyNaCl: X25519, and Ed25519ctx built from its group and
+  scalar operations (lime signs with decaf's Ed25519 and a NULL context pointer, which decaf
+  treats as "Ed25519ctx with an empty context": RFC 8032 ``dom2`` prefix with phflag 0 and a
+  zero-length context, lime-wire.md §1.2; no common library offers that variant).
+- curve448: pyca/cryptography (OpenSSL): X448 and Ed448 (empty context, as RFC 8032).
+- SHA-512, HMAC, HKDF: hashlib/hmac (OpenSSL); AES-256-GCM: pyca/cryptography.
+
+Side channels, honestly. Every operation on secret data runs in C code written to be
+constant time: libsodium's fixed- and variable-base scalar multiplications, its scalar
+arithmetic modulo L (``crypto_core_ed25519_scalar_*``) and its clamping
+(``crypto_sign_ed25519_sk_to_curve25519``); OpenSSL's X448, Ed448, SHA-2 and AES-GCM. No
+secret is ever a Python int: Python only slices and concatenates secret bytes (time
+depends on lengths only). Python ints appear on public data alone (the S < L check of a
+signature, Ed→X conversion of public keys in :mod:`pylime.keycheck`). What this module
+cannot do is keep secrets out of memory it does not control: hash outputs, PyNaCl's
+results and the arguments handed to C are immutable ``bytes`` that cannot be wiped, and
+OpenSSL key objects hold their own copy (cleared by OpenSSL when freed). Secrets that leave
+this module are ``bytearray`` objects the caller wipes with :func:`wipe`.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+import nacl.bindings as sodium
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives.asymmetric import ed448, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import ed448, x448
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pylime.keycheck import ed_to_x_u
@@ -33,6 +41,7 @@ __all__ = [
     "SIZES",
     "CurveSizes",
     "InvalidTag",
+    "XKey",
     "aead_decrypt",
     "aead_encrypt",
     "dh",
@@ -49,6 +58,8 @@ __all__ = [
     "hmac_sha512",
     "random_id",
     "wipe",
+    "x_generate",
+    "x_key",
     "x_keypair",
     "x_public",
 ]
@@ -94,22 +105,23 @@ def hmac_sha512(key: Buffer, data: Buffer, length: int = 64) -> bytearray:
     """HMAC-SHA-512, truncated to ``length`` bytes as lime does when it asks for less than 64."""
     if not 0 < length <= 64:
         raise ValueError("HMAC-SHA-512 output length must be 1..64")
-    return bytearray(hmac.new(bytes(key), bytes(data), hashlib.sha512).digest()[:length])
+    return bytearray(hmac.digest(key, data, "sha512")[:length])
 
 
 def hkdf_sha512(salt: Buffer, ikm: Buffer, info: bytes, length: int) -> bytearray:
     """RFC 5869 HKDF with SHA-512; an empty salt is an empty HMAC key (same as 64 zeros)."""
     if not 0 < length <= 255 * 64:
         raise ValueError("bad HKDF output length")
-    prk = hmac_sha512(salt, ikm)
+    prk = hmac.digest(salt, ikm, "sha512")
+    if length <= 64:  # every length lime asks for: one block
+        return bytearray(hmac.digest(prk, info + b"\x01", "sha512")[:length])
     out = bytearray()
     block = b""
     counter = 1
     while len(out) < length:
-        block = hmac.new(bytes(prk), block + info + bytes([counter]), hashlib.sha512).digest()
+        block = hmac.digest(prk, block + info + bytes([counter]), "sha512")
         out += block
         counter += 1
-    wipe(prk)
     result = bytearray(out[:length])
     wipe(out)
     return result
@@ -135,11 +147,23 @@ def random_id() -> int:
 # --------------------------------------------------------------------------- X25519 / X448
 
 
+def _x_size(curve: Curve) -> int:
+    return 32 if curve == Curve.C25519 else 56
+
+
+def _check_x(curve: Curve, key: Buffer, what: str) -> bytes:
+    if len(key) != _x_size(curve):
+        raise ValueError(f"an X{'25519' if curve == Curve.C25519 else '448'} {what} has "
+                         f"{_x_size(curve)} bytes, not {len(key)}")
+    return bytes(key)
+
+
 def x_public(curve: Curve, priv: Buffer) -> bytes:
     """The X-format public key of a raw X private key."""
+    raw = _check_x(curve, priv, "private key")
     if curve == Curve.C25519:
-        return x25519.X25519PrivateKey.from_private_bytes(bytes(priv)).public_key().public_bytes_raw()
-    return x448.X448PrivateKey.from_private_bytes(bytes(priv)).public_key().public_bytes_raw()
+        return sodium.crypto_scalarmult_base(raw)
+    return x448.X448PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw()
 
 
 def x_keypair(curve: Curve) -> tuple[bytes, bytearray]:
@@ -150,111 +174,90 @@ def x_keypair(curve: Curve) -> tuple[bytes, bytearray]:
 
 def dh(curve: Curve, priv: Buffer, pub: Buffer) -> bytearray:
     """X25519/X448; raises ValueError on an all-zero result (low-order peer point), as lime does."""
+    raw, peer = _check_x(curve, priv, "private key"), _check_x(curve, pub, "public key")
+    if curve == Curve.C25519:
+        return _x25519(raw, peer)
+    return _x448(x448.X448PrivateKey.from_private_bytes(raw), peer)
+
+
+def _x25519(raw: bytes, peer: bytes) -> bytearray:
     try:
-        if curve == Curve.C25519:
-            k = x25519.X25519PrivateKey.from_private_bytes(bytes(priv))
-            shared = k.exchange(x25519.X25519PublicKey.from_public_bytes(bytes(pub)))
-        else:
-            k448 = x448.X448PrivateKey.from_private_bytes(bytes(priv))
-            shared = k448.exchange(x448.X448PublicKey.from_public_bytes(bytes(pub)))
+        # libsodium refuses the low-order points up front and checks for an all-zero result
+        return bytearray(sodium.crypto_scalarmult(raw, peer))
+    except RuntimeError:
+        raise ValueError("DH failed: invalid public key") from None
+
+
+def _x448(key: x448.X448PrivateKey, peer: bytes) -> bytearray:
+    try:
+        return bytearray(key.exchange(x448.X448PublicKey.from_public_bytes(peer)))
     except ValueError as exc:
         raise ValueError("DH failed: invalid public key") from exc
-    return bytearray(shared)
+
+
+class XKey:
+    """An X25519/X448 private key made ready for several exchanges.
+
+    OpenSSL derives the public key (one scalar multiplication) whenever cryptography loads
+    a raw X448 private key, so an X448 key used more than once is loaded once and its key
+    object kept here. libsodium's X25519 takes the raw bytes: nothing to prepare.
+    :meth:`wipe` zeroes the raw bytes and drops the key object (OpenSSL clears its copy
+    when it frees it).
+    """
+
+    __slots__ = ("_key", "curve", "public", "raw")
+
+    def __init__(self, curve: Curve, raw: bytearray, public: bytes | None = None,
+                 key: x448.X448PrivateKey | None = None) -> None:
+        self.curve = curve
+        self.raw = raw
+        if curve == Curve.C448 and key is None:
+            key = x448.X448PrivateKey.from_private_bytes(_check_x(curve, raw, "private key"))
+            public = key.public_key().public_bytes_raw() if public is None else public
+        self._key = key
+        self.public = public
+
+    def exchange(self, pub: Buffer) -> bytearray:
+        """The shared secret with a peer public key (ValueError for a low-order one)."""
+        peer = _check_x(self.curve, pub, "public key")
+        if self._key is None:
+            return _x25519(bytes(self.raw), peer)
+        return _x448(self._key, peer)
+
+    @property
+    def key_object(self) -> x448.X448PrivateKey | None:
+        """The loaded OpenSSL key (curve448), for a cache that outlives this object."""
+        return self._key
+
+    def wipe(self) -> None:
+        """Zero the raw private key and drop the loaded key object."""
+        wipe(self.raw)
+        self._key = None
+
+    def __repr__(self) -> str:
+        return f"<XKey {self.curve.name}>"
+
+
+def x_key(curve: Curve, priv: bytearray) -> XKey:
+    """Prepare a raw X private key (kept, not copied: wiping the XKey wipes ``priv``)."""
+    return XKey(curve, priv)
+
+
+def x_generate(curve: Curve) -> tuple[bytes, XKey]:
+    """A fresh X key pair, its private half ready for exchanges."""
+    priv = bytearray(secrets.token_bytes(SIZES[curve].x_priv))
+    if curve == Curve.C25519:
+        return sodium.crypto_scalarmult_base(bytes(priv)), XKey(curve, priv)
+    key = XKey(curve, priv)
+    assert key.public is not None
+    return key.public, key
 
 
 # --------------------------------------------------------------------------- Ed25519ctx
 
-_P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
-_D = (-121665 * pow(121666, _P - 2, _P)) % _P
-_D2 = (2 * _D) % _P
-_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-_BY = (4 * pow(5, _P - 2, _P)) % _P
-_BX_SQ = ((_BY * _BY - 1) * pow(_D * _BY * _BY + 1, _P - 2, _P)) % _P
-
-
-def _recover_x(y: int, sign: int) -> int | None:
-    """x from y and the sign bit on edwards25519 (public data only), or None if not on the curve."""
-    if y >= _P:
-        return None
-    x2 = ((y * y - 1) * pow(_D * y * y + 1, _P - 2, _P)) % _P
-    if x2 == 0:
-        return None if sign else 0
-    x = pow(x2, (_P + 3) // 8, _P)
-    if (x * x - x2) % _P != 0:
-        x = (x * _SQRT_M1) % _P
-    if (x * x - x2) % _P != 0:
-        return None
-    if (x & 1) != sign:
-        x = _P - x
-    return x
-
-
-_BX = _recover_x(_BY, 0)
-assert _BX is not None and (_BX * _BX - _BX_SQ) % _P == 0
-_B = (_BX, _BY, 1, (_BX * _BY) % _P)
-_IDENTITY = (0, 1, 1, 0)
-
-_Point = tuple[int, int, int, int]
-
-
-def _add(p: _Point, q: _Point) -> _Point:
-    """Unified addition in extended coordinates (a = -1): also doubles, no branches."""
-    x1, y1, z1, t1 = p
-    x2, y2, z2, t2 = q
-    a = (y1 - x1) * (y2 - x2) % _P
-    b = (y1 + x1) * (y2 + x2) % _P
-    c = t1 * _D2 * t2 % _P
-    d = z1 * 2 * z2 % _P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
-
-
-def _cswap(p: _Point, q: _Point, mask: int) -> tuple[_Point, _Point]:
-    """Swap p and q when mask is -1, keep them when it is 0, with arithmetic only."""
-    out_p = []
-    out_q = []
-    for a, b in zip(p, q):
-        t = (a ^ b) & mask
-        out_p.append(a ^ t)
-        out_q.append(b ^ t)
-    return (out_p[0], out_p[1], out_p[2], out_p[3]), (out_q[0], out_q[1], out_q[2], out_q[3])
-
-
-def _scalarmult(k: int, point: _Point, bits: int = 256) -> _Point:
-    """k·point by a Montgomery ladder of fixed length with masked swaps (no secret branches)."""
-    r0, r1 = _IDENTITY, point
-    for i in range(bits - 1, -1, -1):
-        mask = -((k >> i) & 1)
-        r0, r1 = _cswap(r0, r1, mask)
-        r1 = _add(r0, r1)
-        r0 = _add(r0, r0)
-        r0, r1 = _cswap(r0, r1, mask)
-    return r0
-
-
-def _encode(point: _Point) -> bytes:
-    x, y, z, _ = point
-    zi = pow(z, _P - 2, _P)
-    x, y = x * zi % _P, y * zi % _P
-    return (y | ((x & 1) << 255)).to_bytes(32, "little")
-
-
-def _decode(data: bytes) -> _Point | None:
-    if len(data) != 32:
-        return None
-    v = int.from_bytes(data, "little")
-    y, sign = v & ((1 << 255) - 1), v >> 255
-    x = _recover_x(y, sign)
-    if x is None:
-        return None
-    return (x, y, 1, x * y % _P)
-
-
-def _points_equal(p: _Point, q: _Point) -> bool:
-    x1, y1, z1, _ = p
-    x2, y2, z2, _ = q
-    return (x1 * z2 - x2 * z1) % _P == 0 and (y1 * z2 - y2 * z1) % _P == 0
+_IDENTITY = b"\x01" + bytes(31)
+_ZERO32 = bytes(32)
 
 
 def _dom2(context: bytes) -> bytes:
@@ -263,63 +266,88 @@ def _dom2(context: bytes) -> bytes:
     return b"SigEd25519 no Ed25519 collisions" + bytes([0, len(context)]) + context
 
 
-def _expand(seed: Buffer) -> tuple[int, bytearray]:
-    """Clamped secret scalar and the 32-byte nonce prefix of an Ed25519 seed (RFC 8032 5.1.5)."""
+def _reduce(digest: bytes) -> bytes:
+    """A 64-byte hash output reduced modulo L (libsodium, constant time)."""
+    return sodium.crypto_core_ed25519_scalar_reduce(digest)
+
+
+def _base_mul(scalar: bytes) -> bytes:
+    """[scalar]B for a reduced scalar; libsodium refuses 0, whose product is the identity."""
+    try:
+        return sodium.crypto_scalarmult_ed25519_base_noclamp(scalar)
+    except RuntimeError:  # scalar ≡ 0 (mod L)
+        return _IDENTITY
+
+
+def _seed(seed: Buffer) -> bytes:
     if len(seed) != 32:
         raise ValueError("Ed25519 seed must be 32 bytes")
-    h = bytearray(hashlib.sha512(bytes(seed)).digest())
-    a = bytearray(h[:32])
-    a[0] &= 248
-    a[31] &= 127
-    a[31] |= 64
-    scalar = int.from_bytes(a, "little")
-    wipe(a)
-    prefix = bytearray(h[32:])
-    wipe(h)
-    return scalar, prefix
+    return bytes(seed)
 
 
 def ed25519ctx_public(seed: Buffer) -> bytes:
     """The Ed25519 public key of a 32-byte seed (same key derivation as plain Ed25519)."""
-    scalar, prefix = _expand(seed)
-    wipe(prefix)
-    return _encode(_scalarmult(scalar, _B))
+    public, _ = sodium.crypto_sign_seed_keypair(_seed(seed))
+    return public
 
 
 def ed25519ctx_sign(seed: Buffer, message: Buffer, context: bytes = b"") -> bytes:
-    """RFC 8032 Ed25519ctx signature; lime uses it with the empty context."""
-    scalar, prefix = _expand(seed)
-    public = _encode(_scalarmult(scalar, _B))
-    dom = _dom2(context)
-    msg = bytes(message)
-    r = int.from_bytes(hashlib.sha512(dom + bytes(prefix) + msg).digest(), "little") % _L
-    wipe(prefix)
-    big_r = _encode(_scalarmult(r, _B))
-    k = int.from_bytes(hashlib.sha512(dom + big_r + public + msg).digest(), "little") % _L
-    s = (r + k * scalar) % _L
-    return big_r + s.to_bytes(32, "little")
+    """RFC 8032 Ed25519ctx signature; lime uses it with the empty context.
+
+    All secret arithmetic is libsodium's: the clamped scalar a (``sk_to_curve25519`` is
+    exactly clamp(SHA-512(seed)[:32])), r = SHA-512(dom2 ‖ prefix ‖ M) mod L, R = [r]B and
+    S = r + k·a mod L.
+    """
+    raw = _seed(seed)
+    dom, msg = _dom2(context), bytes(message)
+    public, secret = sodium.crypto_sign_seed_keypair(raw)
+    a = _reduce(sodium.crypto_sign_ed25519_sk_to_curve25519(secret) + _ZERO32)
+    prefix = hashlib.sha512(raw).digest()[32:]
+    r = _reduce(hashlib.sha512(dom + prefix + msg).digest())
+    big_r = _base_mul(r)
+    k = _reduce(hashlib.sha512(dom + big_r + public + msg).digest())
+    s = sodium.crypto_core_ed25519_scalar_add(r, sodium.crypto_core_ed25519_scalar_mul(k, a))
+    return big_r + s
 
 
-def ed25519ctx_verify(public: Buffer, message: Buffer, signature: Buffer, context: bytes = b"") -> bool:
-    """Check an Ed25519ctx signature (cofactorless equation [S]B = R + [k]A, RFC 8032 5.1.7)."""
+def ed25519ctx_verify(public: Buffer, message: Buffer, signature: Buffer,
+                      context: bytes = b"") -> bool:
+    """Check an Ed25519ctx signature: [S]B − [k]A must encode to exactly R (cofactorless).
+
+    Refused, whatever the equation says (libsodium's rules, stricter than decaf's; a
+    signature from a key made as lime makes them never meets them):
+
+    - S ≥ L (decaf refuses it too);
+    - A not the canonical encoding of a point of the prime-order subgroup other than the
+      identity: small-order and mixed-order keys, non-canonical encodings (decaf refuses
+      non-canonical encodings and points with x = 0, but accepts the other small-order and
+      mixed-order keys);
+    - R non-canonical or the identity (decaf refuses both), or R with a small-order
+      component (decaf accepts it: its check is cofactored).
+
+    tests/reference/test_ed25519ctx.py pins each case against the system's libdecaf.
+    """
     public, signature = bytes(public), bytes(signature)
     if len(signature) != 64 or len(public) != 32:
         return False
-    a_point = _decode(public)
-    r_point = _decode(signature[:32])
-    s = int.from_bytes(signature[32:], "little")
-    if a_point is None or r_point is None or s >= _L:
+    big_r, s = signature[:32], signature[32:]
+    if int.from_bytes(s, "little") >= _L or big_r == _IDENTITY:  # public values
         return False
-    dom = _dom2(context)
-    k = int.from_bytes(
-        hashlib.sha512(dom + signature[:32] + public + bytes(message)).digest(), "little"
-    ) % _L
-    return _points_equal(_scalarmult(s, _B), _add(r_point, _scalarmult(k, a_point)))
+    k = _reduce(hashlib.sha512(_dom2(context) + big_r + public + bytes(message)).digest())
+    if k == _ZERO32:  # probability 2^-252; libsodium refuses a zero scalar
+        if not sodium.crypto_core_ed25519_is_valid_point(public):
+            return False
+        ka = _IDENTITY
+    else:
+        try:
+            # refuses A non-canonical, of small order or outside the prime-order subgroup
+            ka = sodium.crypto_scalarmult_ed25519_noclamp(k, public)
+        except RuntimeError:
+            return False
+    return hmac.compare_digest(sodium.crypto_core_ed25519_sub(_base_mul(s), ka), big_r)
 
 
 # --------------------------------------------------------------------------- Ed per curve
-
-_P448 = 2**448 - 2**224 - 1
 
 
 def ed_public(curve: Curve, seed: Buffer) -> bytes:
@@ -356,13 +384,8 @@ def ed_verify(curve: Curve, public: Buffer, message: Buffer, signature: Buffer) 
 def ed_to_x_private(curve: Curve, seed: Buffer) -> bytearray:
     """Ed seed → X private key: SHA-512(seed)[:32] or SHAKE256(seed, 56) (§1.3)."""
     if curve == Curve.C25519:
-        h = bytearray(hashlib.sha512(bytes(seed)).digest())
-        out = bytearray(h[:32])
-    else:
-        h = bytearray(hashlib.shake_256(bytes(seed)).digest(56))
-        out = bytearray(h)
-    wipe(h)
-    return out
+        return bytearray(hashlib.sha512(bytes(seed)).digest()[:32])
+    return bytearray(hashlib.shake_256(bytes(seed)).digest(56))
 
 
 def ed_to_x_public(curve: Curve, public: Buffer) -> bytes:
@@ -371,4 +394,4 @@ def ed_to_x_public(curve: Curve, public: Buffer) -> bytes:
     size = 32 if curve == Curve.C25519 else 57
     if len(public) != size:
         raise ValueError(f"bad Ed{'25519' if size == 32 else '448'} public key size")
-    return ed_to_x_u(curve, public).to_bytes(32 if curve == Curve.C25519 else 56, "little")
+    return ed_to_x_u(curve, public).to_bytes(_x_size(curve), "little")

@@ -154,36 +154,3 @@ def test_dh_rejects_low_order_point() -> None:
 def test_random_ids_are_31_bit() -> None:
     """SPk/OPk ids never set the most significant bit."""
     assert all(0 <= p.random_id() < 2**31 for _ in range(200))
-
-
-def test_ladder_work_does_not_depend_on_the_scalar(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Ed25519 ladder does the same number of point additions for any scalar."""
-    calls = []
-    real_add = p._add
-
-    def counting_add(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        calls.append(1)
-        return real_add(a, b)
-
-    monkeypatch.setattr(p, "_add", counting_add)
-    counts = []
-    for scalar in (0, 1, 2**255 - 1, 2**200 + 12345, p._L - 1):
-        calls.clear()
-        p._scalarmult(scalar, p._B)
-        counts.append(len(calls))
-    assert counts == [512] * 5
-
-
-def test_ladder_agrees_with_double_and_add() -> None:
-    """The masked ladder computes the same multiples as a plain double-and-add."""
-    def naive(k: int) -> tuple[int, int, int, int]:
-        acc, base = p._IDENTITY, p._B
-        while k:
-            if k & 1:
-                acc = p._add(acc, base)
-            base = p._add(base, base)
-            k >>= 1
-        return acc
-
-    for k in (0, 1, 2, 3, 8, 2**130 + 7, p._L - 1, p._L, p._L + 5):
-        assert p._encode(p._scalarmult(k, p._B)) == p._encode(naive(k))
