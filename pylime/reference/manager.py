@@ -36,9 +36,9 @@ from pylime.reference import encoding
 from pylime.reference.primitives import (
     SIZES,
     InvalidTag,
+    XKey,
     aead_decrypt,
     aead_encrypt,
-    dh,
     ed_keypair,
     ed_sign,
     ed_to_x_private,
@@ -46,6 +46,8 @@ from pylime.reference.primitives import (
     ed_verify,
     hkdf_sha512,
     wipe,
+    x_generate,
+    x_key,
     x_keypair,
 )
 from pylime.reference.ratchet import RANDOM_SEED_INFO, SEED_SIZE, Session
@@ -322,6 +324,7 @@ class ReferenceManager:
             user = db.load_user(device_id)
             with db.transaction() as c:
                 c.execute("DELETE FROM lime_LocalUsers WHERE UserId = ?;", (device_id,))
+            db.forget_keys()
             answer = self._post(user, proto.DeleteUser(user.curve).to_bytes(),
                                 errors.KeyServerError)
             self._handle_ack(db, user, answer)
@@ -375,6 +378,7 @@ class ReferenceManager:
             db = self._open_db()
             with db.transaction():
                 db.clean()
+            db.forget_keys()
             failures: list[errors.LimeError] = []
             for device_id in db.all_local_devices():
                 try:
@@ -426,8 +430,12 @@ class ReferenceManager:
 
     # ------------------------------------------------------------------ X3DH
 
-    def _x3dh_initiate(self, db: Db, user: LocalUser, bundle: proto.Bundle) -> Session:
-        """X3DH initiator for one bundle (§2.1); raises EncryptionError like lime's whole-call failure."""
+    def _x3dh_initiate(self, db: Db, user: LocalUser, ik_x: XKey,
+                       bundle: proto.Bundle) -> Session:
+        """X3DH initiator for one bundle (§2.1); raises EncryptionError like lime's whole-call failure.
+
+        ``ik_x`` is the user's identity key in X form, prepared once for every bundle.
+        """
         assert bundle.ik is not None and bundle.spk is not None
         assert bundle.spk_sig is not None and bundle.spk_id is not None
         curve = user.curve
@@ -441,20 +449,18 @@ class ReferenceManager:
             raise errors.EncryptionError(
                 f"Error during the peer Bundle processing: {bundle.device_id!r} changed its "
                 "identity key") from None
-        ek_pub, ek_priv = x_keypair(curve)
-        ik_x = ed_to_x_private(curve, user.ik_priv)
+        ek_pub, ek = x_generate(curve)
         parts = [
-            dh(curve, ik_x, bundle.spk),
-            dh(curve, ek_priv, ed_to_x_public(curve, bundle.ik)),
-            dh(curve, ek_priv, bundle.spk),
+            ik_x.exchange(bundle.spk),
+            ek.exchange(ed_to_x_public(curve, bundle.ik)),
+            ek.exchange(bundle.spk),
         ]
         if bundle.opk is not None:
-            parts.append(dh(curve, ek_priv, bundle.opk.public))
+            parts.append(ek.exchange(bundle.opk.public))
         sk = x3dh_sk(curve, parts)
         for p in parts:
             wipe(p)
-        wipe(ik_x)
-        wipe(ek_priv)
+        ek.wipe()
         init = encoding.X3DHInit(
             curve, user.ik_pub, ek_pub, bundle.spk_id,
             bundle.opk.id if bundle.opk is not None else None,
@@ -481,27 +487,31 @@ class ReferenceManager:
                 raise errors.UnknownOPkError(
                     "the X3DH init names a one-time prekey this device does not hold "
                     "(already used, or never published)")
+        spk_key = x_key(curve, spk[1])
+        ik_x = x_key(curve, ed_to_x_private(curve, user.ik_priv))
         try:
             ik_a_x = ed_to_x_public(curve, init.ik)
-            ik_x = ed_to_x_private(curve, user.ik_priv)
-            parts = [dh(curve, spk[1], ik_a_x), dh(curve, ik_x, init.ek), dh(curve, spk[1], init.ek)]
+            parts = [spk_key.exchange(ik_a_x), ik_x.exchange(init.ek), spk_key.exchange(init.ek)]
             if opk is not None:
-                parts.append(dh(curve, opk[1], init.ek))
+                parts.append(x_key(curve, opk[1]).exchange(init.ek))
         except ValueError:
             raise errors.MalformedMessageError("the X3DH init carries an invalid key") from None
+        finally:
+            ik_x.wipe()
+            if opk is not None:
+                wipe(opk[1])
         sk = x3dh_sk(curve, parts)
         for p in parts:
             wipe(p)
-        wipe(ik_x)
         ad = x3dh_ad(init.ik, user.ik_pub, sender, user.device_id)
-        did = db.check_peer_device(sender, init.ik)
-        session = Session.as_receiver(curve, user.uid, did, sk, ad, spk[0], spk[1],
-                                      init.opk_id if with_opk and init.opk_id else 0,
-                                      sender, init.ik)
-        wipe(sk)
-        wipe(spk[1])
-        if opk is not None:
-            wipe(opk[1])
+        try:
+            did = db.check_peer_device(sender, init.ik)
+            session = Session.as_receiver(curve, user.uid, did, sk, ad, spk[0], spk[1],
+                                          init.opk_id if with_opk and init.opk_id else 0,
+                                          sender, init.ik, spk_key)
+        finally:
+            wipe(sk)
+            spk_key.wipe()
         return session
 
     # ------------------------------------------------------------------ messages
@@ -552,15 +562,12 @@ class ReferenceManager:
                 self._raise_error(user.url, answer)
             if not isinstance(answer, proto.PeerBundle):
                 raise errors.EncryptionError("encrypt failed: unexpected key server answer")
-            answered = set()
-            for bundle in answer.bundles:
-                answered.add(bundle.device_id)
-                if bundle.flag == proto.BundleFlag.NO_BUNDLE:
-                    failed.add(bundle.device_id)
-                    continue
-                s = self._x3dh_initiate(db, user, bundle)
-                if bundle.opk is not None or bundle.device_id not in sessions:
-                    sessions[bundle.device_id] = s
+            answered: set[str] = set()
+            ik_x = x_key(user.curve, ed_to_x_private(user.curve, user.ik_priv))
+            try:
+                self._initiate_all(db, user, ik_x, answer, sessions, answered, failed)
+            finally:
+                ik_x.wipe()
             failed |= {d for d in missing if d not in answered and d not in sessions}
         targets = [d for d in ids if d not in failed]
         if not targets:
@@ -600,6 +607,19 @@ class ReferenceManager:
             else:
                 out.append(RecipientResult(d, PeerStatus.FAIL, b""))
         return EncryptResult(cipher, tuple(out))
+
+    def _initiate_all(self, db: Db, user: LocalUser, ik_x: XKey, answer: proto.PeerBundle,
+                      sessions: dict[str, Session], answered: set[str],
+                      failed: set[str]) -> None:
+        """One X3DH session per bundle of a peerBundle answer."""
+        for bundle in answer.bundles:
+            answered.add(bundle.device_id)
+            if bundle.flag == proto.BundleFlag.NO_BUNDLE:
+                failed.add(bundle.device_id)
+                continue
+            s = self._x3dh_initiate(db, user, ik_x, bundle)
+            if bundle.opk is not None or bundle.device_id not in sessions:
+                sessions[bundle.device_id] = s
 
     def decrypt(self, device_id: str, recipient_user_id: str, sender_device_id: str,
                 dr_message: bytes, cipher_message: bytes = b"") -> DecryptResult:
@@ -768,11 +788,12 @@ class ReferenceManager:
             db = self._open_db()
             with db.transaction() as c:
                 c.execute("DELETE FROM lime_peerDevices WHERE DeviceId = ?;", (peer_device_id,))
+            db.forget_keys()
 
     def prune_stale_sessions(self, keep: int, older_than_days: float = 0.0) -> int:
         """See :meth:`pylime.Manager.prune_stale_sessions` (the reference caches nothing)."""
         with self._lock:
-            self._open_db()
+            self._open_db().forget_keys()
             return sessions.prune_unlocked(self._path, keep=keep,
                                            older_than_days=older_than_days)
 

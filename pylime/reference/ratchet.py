@@ -17,13 +17,14 @@ from pylime.reference import encoding
 from pylime.reference.primitives import (
     SIZES,
     InvalidTag,
+    XKey,
     aead_decrypt,
     aead_encrypt,
-    dh,
     hkdf_sha512,
     hmac_sha512,
     wipe,
-    x_keypair,
+    x_generate,
+    x_key,
 )
 from pylime.types import Curve
 
@@ -100,6 +101,8 @@ class Session:
     used_opk_id: int = 0
     used_skipped: tuple[int, int] | None = None
     new_skipped: list[tuple[bytes, dict[int, bytes]]] = field(default_factory=list, repr=False)
+    # dhs_priv made ready for an exchange (on curve448 a loaded OpenSSL key), if at hand
+    dhs_key: XKey | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ construction
 
@@ -109,32 +112,41 @@ class Session:
         x3dh_init: bytes, peer_device_id: str, peer_ik: bytes,
     ) -> Session:
         """Initiator side (§3.2): DHr = peer SPk, a fresh DHs, one KDF_RK for the sending chain."""
-        dhs_pub, dhs_priv = x_keypair(curve)
-        shared = dh(curve, dhs_priv, peer_spk)
+        dhs_pub, dhs = x_generate(curve)
+        shared = dhs.exchange(peer_spk)
         rk, cks = kdf_rk(sk, shared)
         wipe(shared)
         size = 32
         return cls(
-            curve, uid, did, rk, cks, bytearray(size), dhs_pub, dhs_priv, peer_spk, ad,
-            x3dh_init=x3dh_init, peer_device_id=peer_device_id, peer_ik=peer_ik,
+            curve, uid, did, rk, cks, bytearray(size), dhs_pub, dhs.raw, peer_spk, ad,
+            x3dh_init=x3dh_init, peer_device_id=peer_device_id, peer_ik=peer_ik, dhs_key=dhs,
         )
 
     @classmethod
     def as_receiver(
         cls, curve: Curve, uid: int, did: int, sk: bytearray, ad: bytes, spk_pub: bytes,
         spk_priv: bytearray, opk_id: int, peer_device_id: str, peer_ik: bytes,
+        spk_key: XKey | None = None,
     ) -> Session:
-        """Responder side (§3.2): RK = SK, DHs = the SPk named in the X3DH init, DHr unknown."""
+        """Responder side (§3.2): RK = SK, DHs = the SPk named in the X3DH init, DHr unknown.
+
+        ``spk_key``: the SPk already prepared for exchanges, reused for the first ratchet step.
+        """
+        priv = bytearray(spk_priv)
+        key = None
+        if spk_key is not None and spk_key.key_object is not None:
+            key = XKey(curve, priv, spk_pub, spk_key.key_object)
         return cls(
             curve, uid, did, bytearray(sk), bytearray(32), bytearray(32), spk_pub,
-            bytearray(spk_priv), bytes(SIZES[curve].x_pub), ad, dhr_valid=False,
-            used_opk_id=opk_id, peer_device_id=peer_device_id, peer_ik=peer_ik,
+            priv, bytes(SIZES[curve].x_pub), ad, dhr_valid=False,
+            used_opk_id=opk_id, peer_device_id=peer_device_id, peer_ik=peer_ik, dhs_key=key,
         )
 
     def wipe(self) -> None:
         """Zero the secret state of this in-memory copy."""
         for buf in (self.rk, self.cks, self.ckr, self.dhs_priv):
             wipe(buf)
+        self.dhs_key = None
 
     # ------------------------------------------------------------------ encryption
 
@@ -162,12 +174,14 @@ class Session:
     def _dh_ratchet(self, peer: bytes) -> None:
         self.pn, self.ns, self.nr = self.ns, 0, 0
         self.dhr = peer
-        shared = dh(self.curve, self.dhs_priv, self.dhr)
+        old = self.dhs_key if self.dhs_key is not None else x_key(self.curve, self.dhs_priv)
+        shared = old.exchange(self.dhr)
         self.rk, self.ckr = kdf_rk(self.rk, shared)
         wipe(shared)
-        wipe(self.dhs_priv)
-        self.dhs_pub, self.dhs_priv = x_keypair(self.curve)
-        shared = dh(self.curve, self.dhs_priv, self.dhr)
+        old.wipe()  # wipes dhs_priv too
+        self.dhs_pub, new = x_generate(self.curve)
+        self.dhs_priv, self.dhs_key = new.raw, new
+        shared = new.exchange(self.dhr)
         self.rk, self.cks = kdf_rk(self.rk, shared)
         wipe(shared)
         if self.dirty != "new":

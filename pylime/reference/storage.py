@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pylime import database, errors
 from pylime.database import Durability
-from pylime.reference.primitives import SIZES, random_id, wipe
+from pylime.reference.primitives import SIZES, XKey, random_id, wipe
 from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
 from pylime.types import Curve, PeerStatus
 
@@ -29,6 +30,8 @@ DR_SESSION_LIMBO_DAYS = 30
 SPK_LIFETIME_DAYS = 7
 SPK_LIMBO_DAYS = 30
 OPK_LIMBO_DAYS = 37
+#: sessions whose current ratchet key (curve448) stays loaded between operations
+RATCHET_KEY_CACHE = 256
 
 _T = " \t\t\t\t"
 # In the order lime creates them (db_module_version first, then lime's tables).
@@ -88,7 +91,15 @@ class LocalUser:
 
 
 class Db:
-    """One connection to a lime database, with the schema created or checked on open."""
+    """One connection to a lime database, with the schema created or checked on open.
+
+    On curve448 it keeps, for the :data:`RATCHET_KEY_CACHE` sessions used last, the loaded
+    OpenSSL key of their current ratchet key (DHs): loading a raw X448 key costs a scalar
+    multiplication, and a DH ratchet step needs the key saved by the previous one. The
+    secret is the one the session's row holds; an entry is used only for the row whose
+    DHs public key it matches, replaced at each ratchet step and dropped by
+    :meth:`forget_keys` (deletions, close). OpenSSL clears a key when it frees it.
+    """
 
     def __init__(self, path: str, conn: sqlite3.Connection | None = None,
                  durability: Durability = "wal") -> None:
@@ -100,6 +111,7 @@ class Db:
         self.conn.execute("PRAGMA foreign_keys = ON;")
         self.conn.execute(f"PRAGMA synchronous = {database.synchronous(durability)};")
         self._depth = 0
+        self._ratchet_keys: OrderedDict[int, tuple[bytes, XKey]] = OrderedDict()
         with self.transaction():
             self.conn.execute(SCHEMA[0])
             row = self.conn.execute(
@@ -130,8 +142,13 @@ class Db:
         return cls(":memory:", copy)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and drop the loaded keys)."""
+        self.forget_keys()
         self.conn.close()
+
+    def forget_keys(self) -> None:
+        """Drop every loaded ratchet key (after sessions were deleted, on close)."""
+        self._ratchet_keys.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -359,11 +376,27 @@ class Db:
     def _session_from_row(self, curve: Curve, row: tuple) -> Session:  # type: ignore[type-arg]
         sid, did, uid, ns, nr, pn, dhr, dhs, rk, cks, ckr, ad, status, x3dh = row
         x = SIZES[curve].x_pub
-        return Session(
+        session = Session(
             curve, int(uid), int(did), bytearray(rk), bytearray(cks), bytearray(ckr),
             bytes(dhs[:x]), bytearray(dhs[x:]), bytes(dhr), bytes(ad), int(ns), int(nr),
             int(pn), status == 1, bytes(x3dh) if x3dh else None, int(sid), dirty="clean",
         )
+        loaded = self._ratchet_keys.get(session.session_id)
+        if loaded is not None and loaded[0] == session.dhs_pub:
+            self._ratchet_keys.move_to_end(session.session_id)
+            session.dhs_key = XKey(curve, session.dhs_priv, loaded[0], loaded[1].key_object)
+        return session
+
+    def _keep_key(self, s: Session) -> None:
+        """Remember a saved session's loaded ratchet key (curve448 only: see the class)."""
+        if s.dhs_key is None or s.dhs_key.key_object is None:
+            return
+        keys = self._ratchet_keys
+        keys[s.session_id] = (s.dhs_pub, XKey(s.curve, bytearray(), s.dhs_pub,
+                                              s.dhs_key.key_object))
+        keys.move_to_end(s.session_id)
+        while len(keys) > RATCHET_KEY_CACHE:
+            keys.popitem(last=False)
 
     _SESSION_COLUMNS = "s.sessionId,s.Did,s.Uid,Ns,Nr,PN,DHr,DHs,RK,CKs,CKr,AD,s.Status,X3DHInit"
 
@@ -497,3 +530,4 @@ class Db:
         s.used_skipped = None
         s.new_skipped = []
         s.dirty = "clean"
+        self._keep_key(s)
