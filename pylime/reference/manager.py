@@ -63,6 +63,8 @@ StrPath = Union[str, "os.PathLike[str]"]
 X3DH_SK_INFO = b"Lime"
 X3DH_AD_INFO = b"X3DH Associated Data"
 _ZERO_SALT = bytes(64)
+#: Db.skipped_state: (any chain, a chain for the message's DHs, its stored key)
+SkippedState = tuple[bool, bool, "tuple[int, bytes] | None"]
 _IK_SIZES = (32, 57)
 
 
@@ -238,6 +240,7 @@ class ReferenceManager:
                 with db.transaction() as c:
                     c.execute("UPDATE lime_LocalUsers SET curveId = ? WHERE Uid = ?;",
                               (int(user.curve), user.uid))
+                db.users_changed()
             return
         raise errors.KeyServerError(f"key server at {user.url}: unexpected answer")
 
@@ -299,6 +302,7 @@ class ReferenceManager:
                         "VALUES (?,?,?,?) ",
                         (device_id, pub + bytes(seed), server_url, INACTIVE_USER_BIT | curve),
                     )
+                db.users_changed()
                 wipe(seed)
             user = db.load_user(device_id, all_status=True)
             user.url = server_url  # lime posts to the URL given now, even on a re-publish
@@ -312,6 +316,7 @@ class ReferenceManager:
                     with db.transaction() as c:
                         c.execute("DELETE FROM lime_LocalUsers WHERE UserId = ?;",
                                   (device_id,))
+                    db.users_changed()
                 raise
             finally:
                 wipe(user.ik_priv)
@@ -321,9 +326,10 @@ class ReferenceManager:
         _check_str(device_id, "device_id")
         with self._lock:
             db = self._open_db()
-            user = db.load_user(device_id)
+            user = db.load_user(device_id, secret=False)
             with db.transaction() as c:
                 c.execute("DELETE FROM lime_LocalUsers WHERE UserId = ?;", (device_id,))
+            db.users_changed()
             db.forget_keys()
             answer = self._post(user, proto.DeleteUser(user.curve).to_bytes(),
                                 errors.KeyServerError)
@@ -334,7 +340,7 @@ class ReferenceManager:
         _check_str(device_id, "device_id")
         with self._lock:
             try:
-                self._open_db().load_user(device_id)
+                self._open_db().load_user(device_id, secret=False)
             except errors.UserNotFoundError:
                 return False
             return True
@@ -343,17 +349,13 @@ class ReferenceManager:
         """The public identity key of a local user (32 bytes on curve25519, 57 on curve448)."""
         _check_str(device_id, "device_id")
         with self._lock:
-            user = self._open_db().load_user(device_id)
-            wipe(user.ik_priv)
-            return user.ik_pub
+            return self._open_db().load_user(device_id, secret=False).ik_pub
 
     def server_url(self, device_id: str) -> str:
         """The key server URL a local user publishes to."""
         _check_str(device_id, "device_id")
         with self._lock:
-            user = self._open_db().load_user(device_id)
-            wipe(user.ik_priv)
-            return user.url
+            return self._open_db().load_user(device_id, secret=False).url
 
     def set_server_url(self, device_id: str, url: str) -> None:
         """Move a local user to another key server URL (its keys are not re-published)."""
@@ -361,10 +363,11 @@ class ReferenceManager:
         _check_str(url, "url")
         with self._lock:
             db = self._open_db()
-            db.load_user(device_id)
+            db.load_user(device_id, secret=False)
             with db.transaction() as c:
                 c.execute("UPDATE lime_LocalUsers SET server = ? WHERE UserId = ?;",
                           (url, device_id))
+            db.users_changed()
 
     def update(self, opk_low_limit: int = 100, opk_batch: int = 25) -> None:
         """lime's maintenance for every local user: cleanup, OPk top-up, SPk rotation.
@@ -535,7 +538,7 @@ class ReferenceManager:
         policy = Policy(policy)
         with self._lock:
             db = self._open_db()
-            user = db.load_user(device_id)
+            user = db.load_user(device_id, secret=False)  # the seed only for an X3DH
             try:
                 return self._encrypt(db, user, recipient_user_id, ids, plain, policy)
             finally:
@@ -543,17 +546,27 @@ class ReferenceManager:
 
     def _encrypt(self, db: Db, user: LocalUser, ruid: str, ids: list[str], plain: bytes,
                  policy: Policy) -> EncryptResult:
-        statuses = {d: db.peer_status(d) for d in ids}
+        statuses: dict[str, PeerStatus] = {}
         sessions: dict[str, Session] = {}
         missing: list[str] = []
         for d in ids:
-            if d in sessions or d in missing:
+            if d in statuses:
                 continue
-            s = db.active_session(user.uid, d, user.curve)
+            statuses[d], s = db.active_session_and_status(user.uid, d, user.curve)
             if s is not None:
                 sessions[d] = s
             else:
                 missing.append(d)
+        try:
+            return self._encrypt_to(db, user, ruid, ids, plain, policy, statuses, sessions,
+                                    missing)
+        finally:
+            for s in sessions.values():
+                s.wipe()
+
+    def _encrypt_to(self, db: Db, user: LocalUser, ruid: str, ids: list[str], plain: bytes,
+                    policy: Policy, statuses: dict[str, PeerStatus],
+                    sessions: dict[str, Session], missing: list[str]) -> EncryptResult:
         failed: set[str] = set()
         if missing:
             answer = self._post(user, proto.GetPeerBundle(user.curve, tuple(missing)).to_bytes(),
@@ -563,6 +576,7 @@ class ReferenceManager:
             if not isinstance(answer, proto.PeerBundle):
                 raise errors.EncryptionError("encrypt failed: unexpected key server answer")
             answered: set[str] = set()
+            db.load_seed(user)
             ik_x = x_key(user.curve, ed_to_x_private(user.curve, user.ik_priv))
             try:
                 self._initiate_all(db, user, ik_x, answer, sessions, answered, failed)
@@ -587,19 +601,16 @@ class ReferenceManager:
             payload = seed
             common = cipher[-16:] + src
         messages: dict[int, bytes] = {}
-        with db.transaction():
-            for index, d in enumerate(ids):
-                if d in failed:
-                    continue
+        for index, d in enumerate(ids):
+            if d not in failed:
                 messages[index] = sessions[d].encrypt(payload, common + _dev(d), direct)
-            saved: set[int] = set()
-            for d in targets:
-                s = sessions[d]
-                if id(s) not in saved:
-                    saved.add(id(s))
+        to_save = list({id(sessions[d]): sessions[d] for d in targets}.values())
+        if len(to_save) == 1:
+            db.save(to_save[0])
+        else:
+            with db.transaction():
+                for s in to_save:
                     db.save_session(s)
-        for s in sessions.values():
-            s.wipe()
         out = []
         for index, d in enumerate(ids):
             if index in messages:
@@ -641,7 +652,7 @@ class ReferenceManager:
             raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
         with self._lock:
             db = self._open_db()
-            user = db.load_user(device_id)
+            user = db.load_user(device_id, secret=False)  # the seed only for an X3DH
             try:
                 return self._decrypt(db, user, recipient_user_id, sender_device_id, dr, cipher)
             finally:
@@ -649,7 +660,6 @@ class ReferenceManager:
 
     def _decrypt(self, db: Db, user: LocalUser, ruid: str, sender: str, dr: bytes,
                  cipher: bytes) -> DecryptResult:
-        status = db.peer_status(sender)
         direct = len(cipher) == 0
         if not direct:
             encoding.parse_cipher_message(cipher)  # MalformedMessageError if < 16 bytes
@@ -661,14 +671,20 @@ class ReferenceManager:
         # chain of skipped keys for it) explain a failure better than any other attempt.
         owned: list[errors.DecryptionError] = []
         try:
-            header, _ = encoding.parse_dr_header(dr, user.curve)
+            parsed: tuple[encoding.DRHeader, int] | None = encoding.parse_dr_header(
+                dr, user.curve)
         except errors.MalformedMessageError:
-            header = None
-        for session in db.sessions_with(user.uid, sender, user.curve):
-            mine = header is not None and (
-                header.dhs == session.dhr or db.has_chain(session.session_id, header.dhs))
+            parsed = None
+        header = parsed[0] if parsed is not None else None
+        status, candidates = db.sessions_and_status(user.uid, sender, user.curve)
+        for session in candidates:
+            state: SkippedState = (False, False, None)
+            if header is not None and session.skipped_chains:
+                state = db.skipped_state(session.session_id, header.dhs, header.ns)
+                session.skipped_chains = state[0]
+            mine = header is not None and (header.dhs == session.dhr or state[1])
             before = len(reasons)
-            payload = self._try(db, session, dr, prefix, direct, reasons)
+            payload = self._try(db, session, dr, prefix, direct, reasons, parsed, state)
             if payload is not None:
                 return DecryptResult(status, self._finish(user, ruid, sender, payload, cipher))
             if mine:
@@ -679,27 +695,43 @@ class ReferenceManager:
             raise _best(owned or reasons)
         # lime still tries a fresh X3DH session here, even when a session owns the message
         with db.transaction():
+            db.load_seed(user)
             try:
                 session = self._x3dh_respond(db, user, sender, header.x3dh_init)
             except errors.DecryptionError as exc:
                 reasons.append(exc)
                 raise _best(owned or reasons) from None
-            payload = self._try(db, session, dr, prefix, direct, reasons)
+            session.skipped_chains = False
+            payload = self._try(db, session, dr, prefix, direct, reasons, parsed)
         if payload is None:
             raise _best(owned or reasons)
         return DecryptResult(status, self._finish(user, ruid, sender, payload, cipher))
 
     @staticmethod
     def _try(db: Db, session: Session, dr: bytes, prefix: bytes, direct: bool,
-             reasons: list[errors.DecryptionError]) -> bytes | None:
-        """One session's attempt; saved (one transaction) only on success."""
+             reasons: list[errors.DecryptionError],
+             parsed: tuple[encoding.DRHeader, int] | None,
+             state: SkippedState = (False, False, None)) -> bytes | None:
+        """One session's attempt; saved (one transaction) only on success.
+
+        ``state`` is :meth:`Db.skipped_state` for the message's DHs and Ns: the session's
+        stored skipped key for the message and whether a chain exists for its DHs.
+        """
         sid = session.session_id
+        known = parsed[0] if parsed is not None else None
+
+        def lookup(dhr: bytes, nr: int) -> tuple[int, bytes] | None:
+            if known is not None and (dhr, nr) == (known.dhs, known.ns):
+                return state[2]
+            return db.skipped_key(sid, dhr, nr) if sid else None
+
+        def chain_exists(dhr: bytes) -> bool:
+            if known is not None and dhr == known.dhs:
+                return state[1]
+            return db.has_chain(sid, dhr) if sid else False
+
         try:
-            payload = session.decrypt(
-                dr, prefix, direct,
-                lambda dhr, nr: db.skipped_key(sid, dhr, nr) if sid else None,
-                lambda dhr: db.has_chain(sid, dhr) if sid else False,
-            )
+            payload = session.decrypt(dr, prefix, direct, lookup, chain_exists, parsed)
         except errors.DecryptionError as exc:
             reasons.append(exc)
             session.wipe()
@@ -708,8 +740,7 @@ class ReferenceManager:
             reasons.append(errors.MalformedMessageError("the DR header carries an invalid key"))
             session.wipe()
             return None
-        with db.transaction():
-            db.save_session(session)
+        db.save(session)
         session.wipe()
         return payload
 
@@ -803,8 +834,7 @@ class ReferenceManager:
         _check_str(peer_device_id, "peer_device_id")
         with self._lock:
             db = self._open_db()
-            user = db.load_user(device_id)
-            wipe(user.ik_priv)
+            user = db.load_user(device_id, secret=False)
             with db.transaction() as c:
                 c.execute(
                     "UPDATE DR_sessions SET Status = 0, timeStamp = CURRENT_TIMESTAMP WHERE "

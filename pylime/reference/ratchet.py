@@ -103,6 +103,8 @@ class Session:
     new_skipped: list[tuple[bytes, dict[int, bytes]]] = field(default_factory=list, repr=False)
     # dhs_priv made ready for an exchange (on curve448 a loaded OpenSSL key), if at hand
     dhs_key: XKey | None = field(default=None, repr=False)
+    # False when the database is known to hold no skipped-key chain for this session
+    skipped_chains: bool = True
 
     # ------------------------------------------------------------------ construction
 
@@ -205,13 +207,16 @@ class Session:
     def decrypt(
         self, message: bytes, ad_prefix: bytes, payload_direct: bool,
         lookup: SkippedLookup, chain_exists: ChainExists,
+        parsed: tuple[encoding.DRHeader, int] | None = None,
     ) -> bytes:
         """ratchetDecrypt (§3.8) on this in-memory session; returns the payload.
+
+        ``parsed``: the message's header and its size, when the caller parsed it already.
 
         Raises:
             MalformedMessageError, TooManySkippedError, ReplayError, BadTagError.
         """
-        header, hsize = encoding.parse_dr_header(message, self.curve)
+        header, hsize = parsed or encoding.parse_dr_header(message, self.curve)
         if header.payload_direct != payload_direct:
             raise errors.MalformedMessageError(
                 "the message's payload flag does not match the presence of a cipher message"

@@ -30,6 +30,7 @@ DR_SESSION_LIMBO_DAYS = 30
 SPK_LIFETIME_DAYS = 7
 SPK_LIMBO_DAYS = 30
 OPK_LIMBO_DAYS = 37
+_ED_PUB_SIZE = {int(c): SIZES[c].ed_pub for c in SIZES}
 #: sessions whose current ratchet key (curve448) stays loaded between operations
 RATCHET_KEY_CACHE = 256
 
@@ -112,6 +113,8 @@ class Db:
         self.conn.execute(f"PRAGMA synchronous = {database.synchronous(durability)};")
         self._depth = 0
         self._ratchet_keys: OrderedDict[int, tuple[bytes, XKey]] = OrderedDict()
+        # device id -> (Uid, curveId, server, public Ik): never a secret (see load_user)
+        self._users: dict[str, tuple[int, int, str, bytes]] = {}
         with self.transaction():
             self.conn.execute(SCHEMA[0])
             row = self.conn.execute(
@@ -167,6 +170,7 @@ class Db:
                 yield self.conn
             except BaseException:
                 self._depth = 0
+                self._users.clear()  # it may have read what the rollback undoes
                 self.conn.execute("ROLLBACK")
                 raise
             self._depth = 0
@@ -174,19 +178,34 @@ class Db:
 
     # ------------------------------------------------------------------ local users
 
-    def load_user(self, device_id: str, all_status: bool = False) -> LocalUser:
-        """The local user, active only unless ``all_status``.
+    def users_changed(self) -> None:
+        """Forget what :meth:`load_user` remembers: call after writing ``lime_LocalUsers``."""
+        self._users.clear()
+
+    def load_user(self, device_id: str, all_status: bool = False,
+                  secret: bool = True) -> LocalUser:
+        """The local user, active only unless ``all_status``; its Ik seed only if ``secret``.
+
+        The public columns are remembered between calls (one manager per database, and
+        every write to the table calls :meth:`users_changed`); the seed is read from the
+        database each time it is asked for (:meth:`load_seed`), and never kept.
 
         Raises:
             UserNotFoundError: no such (active) user.
         """
-        row = self.conn.execute(
-            "SELECT Uid,curveId,server,Ik FROM lime_LocalUsers WHERE UserId = ? LIMIT 1;",
-            (device_id,),
-        ).fetchone()
-        if row is None:
-            raise errors.UserNotFoundError(f"no local user {device_id!r}")
-        uid, curve_id, url, ik = row
+        cached = self._users.get(device_id)
+        if cached is None:
+            row = self.conn.execute(
+                "SELECT Uid,curveId,server,Ik FROM lime_LocalUsers WHERE UserId = ? LIMIT 1;",
+                (device_id,),
+            ).fetchone()
+            if row is None:
+                raise errors.UserNotFoundError(f"no local user {device_id!r}")
+            uid, curve_id, url, ik = row
+            size = _ED_PUB_SIZE.get(curve_id & CURVE_ID_BYTE, 0)
+            cached = (int(uid), int(curve_id), str(url), bytes(ik[:size]))
+            self._users[device_id] = cached
+        uid, curve_id, url, ik_pub = cached
         active = not curve_id & INACTIVE_USER_BIT
         if not active and not all_status:
             raise errors.UserNotFoundError(f"local user {device_id!r} is not active")
@@ -196,8 +215,21 @@ class Db:
             raise errors.InternalError(
                 f"local user {device_id!r} has an unknown curve id in the database"
             ) from None
-        e = SIZES[curve].ed_pub
-        return LocalUser(uid, device_id, curve, url, active, bytes(ik[:e]), bytearray(ik[e:]))
+        user = LocalUser(uid, device_id, curve, url, active, ik_pub, bytearray())
+        if secret:
+            self.load_seed(user)
+        return user
+
+    def load_seed(self, user: LocalUser) -> None:
+        """Read the user's Ik seed into ``user.ik_priv`` (the caller wipes it)."""
+        if user.ik_priv:
+            return
+        row = self.conn.execute(
+            "SELECT Ik FROM lime_LocalUsers WHERE Uid = ? LIMIT 1;", (user.uid,)).fetchone()
+        e = SIZES[user.curve].ed_pub
+        if row is None or bytes(row[0][:e]) != user.ik_pub:
+            raise errors.InternalError(f"local user {user.device_id!r} changed underneath")
+        user.ik_priv[:] = row[0][e:]
 
     def all_local_devices(self) -> list[str]:
         """Every local user's device id."""
@@ -210,11 +242,7 @@ class Db:
         row = self.conn.execute(
             "SELECT Status FROM Lime_PeerDevices WHERE DeviceId = ? LIMIT 1;", (device_id,)
         ).fetchone()
-        if row is None:
-            return PeerStatus.UNKNOWN
-        if row[0] not in (0, 1, 2):
-            raise errors.InternalError(f"peer device {device_id!r} has a bad stored status")
-        return PeerStatus(row[0])
+        return _status(device_id, None if row is None else row[0])
 
     def check_peer_device(self, device_id: str, ik: bytes, update_invalid: bool = False) -> int:
         """Did of a known device with this Ik, 0 if unknown (or placeholder Ik and not updating).
@@ -400,25 +428,72 @@ class Db:
 
     _SESSION_COLUMNS = "s.sessionId,s.Did,s.Uid,Ns,Nr,PN,DHr,DHs,RK,CKs,CKr,AD,s.Status,X3DHInit"
 
+    # The peer's status rides along as a constant first column (lime's own query follows),
+    # saving a round trip; asked separately only when there is no session.
+    _STATUS_COLUMN = "(SELECT Status FROM Lime_PeerDevices WHERE DeviceId = ?1 LIMIT 1)"
+
     def active_session(self, uid: int, device_id: str, curve: Curve) -> Session | None:
         """The active session of a local user with a peer device."""
+        return self.active_session_and_status(uid, device_id, curve)[1]
+
+    def active_session_and_status(self, uid: int, device_id: str,
+                                  curve: Curve) -> tuple[PeerStatus, Session | None]:
+        """The peer device's status and the active session with it, in one query."""
         row = self.conn.execute(
-            f"SELECT {self._SESSION_COLUMNS} FROM DR_sessions as s INNER JOIN lime_PeerDevices "
-            "as d ON s.Did=d.Did WHERE s.Uid= ? AND s.Status=1 AND d.DeviceId = ? "
-            "ORDER BY s.sessionId LIMIT 1",
-            (uid, device_id),
+            f"SELECT {self._STATUS_COLUMN}, {self._SESSION_COLUMNS} FROM DR_sessions as s "
+            "INNER JOIN lime_PeerDevices as d ON s.Did=d.Did WHERE s.Uid= ?2 AND s.Status=1 "
+            "AND d.DeviceId = ?1 ORDER BY s.sessionId LIMIT 1",
+            (device_id, uid),
         ).fetchone()
-        return self._session_from_row(curve, row) if row else None
+        if row is None:
+            return self.peer_status(device_id), None
+        return _status(device_id, row[0]), self._session_from_row(curve, row[1:])
 
     def sessions_with(self, uid: int, device_id: str, curve: Curve) -> list[Session]:
         """Every session with a peer device, active first then oldest first (lime's order)."""
+        return self.sessions_and_status(uid, device_id, curve)[1]
+
+    def sessions_and_status(self, uid: int, device_id: str,
+                            curve: Curve) -> tuple[PeerStatus, list[Session]]:
+        """The peer device's status and every session with it (:meth:`sessions_with`).
+
+        Each session also learns whether any skipped-key chain is stored for it.
+        """
         rows = self.conn.execute(
-            f"SELECT {self._SESSION_COLUMNS} FROM DR_sessions as s INNER JOIN lime_PeerDevices "
-            "as d ON s.Did=d.Did WHERE d.DeviceId = ? AND s.Uid = ? "
-            "ORDER BY s.Status DESC, timeStamp ASC;",
+            f"SELECT {self._STATUS_COLUMN}, {self._SESSION_COLUMNS}, EXISTS(SELECT 1 FROM "
+            "DR_MSk_DHr WHERE DR_MSk_DHr.sessionId = s.sessionId) FROM DR_sessions as s "
+            "INNER JOIN lime_PeerDevices as d ON s.Did=d.Did WHERE d.DeviceId = ?1 AND "
+            "s.Uid = ?2 ORDER BY s.Status DESC, timeStamp ASC;",
             (device_id, uid),
         ).fetchall()
-        return [self._session_from_row(curve, r) for r in rows]
+        if not rows:
+            return self.peer_status(device_id), []
+        out = []
+        for row in rows:
+            session = self._session_from_row(curve, row[1:-1])
+            session.skipped_chains = bool(row[-1])
+            out.append(session)
+        return _status(device_id, rows[0][0]), out
+
+    def skipped_state(self, session_id: int, dhr: bytes,
+                      nr: int) -> tuple[bool, bool, tuple[int, bytes] | None]:
+        """What the skipped-key tables hold for a session, in one query.
+
+        Returns (any chain for the session, a chain for ``dhr``, the stored (DHid, MK) for
+        (``dhr``, ``nr``) as :meth:`skipped_key` gives it).
+        """
+        row = self.conn.execute(
+            "SELECT d.DHr = ?1, d.DHid, m.MK FROM DR_MSk_DHr as d LEFT JOIN DR_MSk_MK as m "
+            "ON m.DHid = d.DHid AND m.Nr = ?2 WHERE d.sessionId = ?3 "
+            "ORDER BY d.DHr = ?1 DESC, m.MK IS NOT NULL DESC LIMIT 1",
+            (dhr, nr, session_id),
+        ).fetchone()
+        if row is None:
+            return False, False, None
+        if not row[0]:
+            return True, False, None
+        mk = row[2]
+        return True, True, (int(row[1]), bytes(mk)) if mk is not None and len(mk) == 48 else None
 
     def skipped_key(self, session_id: int, dhr: bytes, nr: int) -> tuple[int, bytes] | None:
         """(DHid, MK) of a stored skipped message key."""
@@ -440,6 +515,20 @@ class Db:
             ).fetchone()
             is not None
         )
+
+    def save(self, s: Session) -> None:
+        """Save a session in a transaction of its own, or in the caller's.
+
+        A save that is a single UPDATE runs without BEGIN and COMMIT: SQLite makes one
+        statement atomic and durable by itself (the commonest case: a message on an
+        established session with no skipped keys).
+        """
+        if self._depth == 0 and _one_statement(s):
+            with self.lock:
+                self.save_session(s)
+            return
+        with self.transaction():
+            self.save_session(s)
 
     def save_session(self, s: Session) -> None:
         """Write a session the way lime's ``session_save`` does (inside the caller's transaction)."""
@@ -502,7 +591,7 @@ class Db:
                 )
             if s.used_skipped is not None:
                 c.execute("DELETE from DR_MSk_MK WHERE DHid = ? AND Nr = ?;", s.used_skipped)
-            elif s.dirty in ("ratchet", "decrypt"):
+            elif s.dirty in ("ratchet", "decrypt") and s.skipped_chains:
                 c.execute(
                     "UPDATE DR_MSk_DHr SET received = received + 1 WHERE sessionId = ?",
                     (s.session_id,),
@@ -531,3 +620,24 @@ class Db:
         s.new_skipped = []
         s.dirty = "clean"
         self._keep_key(s)
+
+
+def _status(device_id: str, value: object) -> PeerStatus:
+    """A stored peer status (None: no such device), checked as lime checks it."""
+    if value is None:
+        return PeerStatus.UNKNOWN
+    if value not in (0, 1, 2):
+        raise errors.InternalError(f"peer device {device_id!r} has a bad stored status")
+    return _STATUSES[value]
+
+
+_STATUSES = {int(p): p for p in (PeerStatus.UNTRUSTED, PeerStatus.TRUSTED, PeerStatus.UNSAFE)}
+
+
+def _one_statement(s: Session) -> bool:
+    """True when :meth:`Db.save_session` will run exactly one statement for ``s``."""
+    if s.session_id == 0 or s.used_skipped is not None or s.new_skipped:
+        return False
+    if s.dirty == "encrypt":
+        return True
+    return s.dirty in ("ratchet", "decrypt") and s.active and not s.skipped_chains
