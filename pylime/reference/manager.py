@@ -549,10 +549,9 @@ class ReferenceManager:
         statuses: dict[str, PeerStatus] = {}
         sessions: dict[str, Session] = {}
         missing: list[str] = []
-        for d in ids:
-            if d in statuses:
-                continue
-            statuses[d], s = db.active_session_and_status(user.uid, d, user.curve)
+        unique = list(dict.fromkeys(ids))
+        for d, (statuses[d], s) in db.active_sessions_and_statuses(
+                user.uid, unique, user.curve).items():
             if s is not None:
                 sessions[d] = s
             else:
@@ -604,13 +603,7 @@ class ReferenceManager:
         for index, d in enumerate(ids):
             if d not in failed:
                 messages[index] = sessions[d].encrypt(payload, common + _dev(d), direct)
-        to_save = list({id(sessions[d]): sessions[d] for d in targets}.values())
-        if len(to_save) == 1:
-            db.save(to_save[0])
-        else:
-            with db.transaction():
-                for s in to_save:
-                    db.save_session(s)
+        db.save_many(list({id(sessions[d]): sessions[d] for d in targets}.values()))
         out = []
         for index, d in enumerate(ids):
             if index in messages:

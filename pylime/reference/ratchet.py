@@ -9,6 +9,7 @@ decryption never touches the database. Decryption failures raise the precise
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,6 @@ from pylime.reference.primitives import (
     aead_decrypt,
     aead_encrypt,
     hkdf_sha512,
-    hmac_sha512,
     wipe,
     x_generate,
     x_key,
@@ -56,16 +56,15 @@ ChainExists = Callable[[bytes], bool]
 def kdf_rk(rk: bytearray, dh_out: bytes | bytearray) -> tuple[bytearray, bytearray]:
     """KDF_RK: HKDF-SHA512(salt=RK, IKM=DH output, info) → (new RK, chain key)."""
     out = hkdf_sha512(rk, dh_out, DR_CHAIN_INFO, 64)
-    new_rk, ck = bytearray(out[:32]), bytearray(out[32:])
+    new_rk, ck = out[:32], out[32:]
     wipe(out)
     return new_rk, ck
 
 
 def kdf_ck(ck: bytearray) -> tuple[bytearray, bytearray]:
     """KDF_CK: (next chain key, 48-byte message key = AES key ‖ IV)."""
-    mk = hmac_sha512(ck, b"\x01", 48)
-    next_ck = hmac_sha512(ck, b"\x02", 32)
-    return next_ck, mk
+    return bytearray(hmac.digest(ck, b"\x02", "sha512")[:32]), bytearray(
+        hmac.digest(ck, b"\x01", "sha512")[:48])
 
 
 @dataclass(eq=False)
@@ -154,7 +153,9 @@ class Session:
 
     def encrypt(self, payload: bytes, ad_prefix: bytes, payload_direct: bool) -> bytes:
         """ratchetEncrypt (§3.7): one DR message; Ns reaching 1000 makes the session inactive."""
-        self.cks, mk = kdf_ck(self.cks)
+        old = self.cks
+        self.cks, mk = kdf_ck(old)
+        wipe(old)
         x3dh = (
             encoding.parse_x3dh_init(self.x3dh_init, self.curve) if self.x3dh_init else None
         )
@@ -178,14 +179,18 @@ class Session:
         self.dhr = peer
         old = self.dhs_key if self.dhs_key is not None else x_key(self.curve, self.dhs_priv)
         shared = old.exchange(self.dhr)
+        spent = [self.rk, self.ckr]
         self.rk, self.ckr = kdf_rk(self.rk, shared)
         wipe(shared)
         old.wipe()  # wipes dhs_priv too
         self.dhs_pub, new = x_generate(self.curve)
         self.dhs_priv, self.dhs_key = new.raw, new
         shared = new.exchange(self.dhr)
+        spent += [self.rk, self.cks]
         self.rk, self.cks = kdf_rk(self.rk, shared)
         wipe(shared)
+        for buf in spent:
+            wipe(buf)
         if self.dirty != "new":
             self.dirty = "ratchet"
 
@@ -200,8 +205,11 @@ class Session:
         keys: dict[int, bytes] = {}
         self.new_skipped.append((self.dhr, keys))
         while self.nr < until:
-            self.ckr, mk = kdf_ck(self.ckr)
+            old = self.ckr
+            self.ckr, mk = kdf_ck(old)
+            wipe(old)
             keys[self.nr] = bytes(mk)
+            wipe(mk)
             self.nr += 1
 
     def decrypt(
@@ -251,7 +259,9 @@ class Session:
                 self._skip(header.pn, MAX_MESSAGE_SKIP - header.ns)
                 self._dh_ratchet(header.dhs)
         self._skip(header.ns, max_allowed)
-        self.ckr, mk = kdf_ck(self.ckr)
+        old = self.ckr
+        self.ckr, mk = kdf_ck(old)
+        wipe(old)
         self.nr += 1
         plain = self._open(bytes(mk), body, ad)
         wipe(mk)

@@ -449,6 +449,35 @@ class Db:
             return self.peer_status(device_id), None
         return _status(device_id, row[0]), self._session_from_row(curve, row[1:])
 
+    def active_sessions_and_statuses(
+        self, uid: int, device_ids: list[str], curve: Curve,
+    ) -> dict[str, tuple[PeerStatus, Session | None]]:
+        """:meth:`active_session_and_status` for many devices, in two queries per 500."""
+        if len(device_ids) == 1:
+            return {device_ids[0]: self.active_session_and_status(uid, device_ids[0], curve)}
+        out: dict[str, tuple[PeerStatus, Session | None]] = {}
+        for start in range(0, len(device_ids), 500):
+            chunk = device_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            statuses: dict[str, object] = {}
+            # ordered by Did: the row a "LIMIT 1" scan of the table finds first
+            for device, status in self.conn.execute(
+                    f"SELECT DeviceId, Status FROM Lime_PeerDevices WHERE DeviceId IN ({marks}) "
+                    "ORDER BY Did", chunk):
+                statuses.setdefault(device, status)
+            rows: dict[str, tuple] = {}  # type: ignore[type-arg]
+            for row in self.conn.execute(
+                    f"SELECT d.DeviceId, {self._SESSION_COLUMNS} FROM DR_sessions as s "
+                    "INNER JOIN lime_PeerDevices as d ON s.Did=d.Did WHERE s.Uid= ? AND "
+                    f"s.Status=1 AND d.DeviceId IN ({marks}) ORDER BY s.sessionId",
+                    (uid, *chunk)):
+                rows.setdefault(row[0], row[1:])
+            for device in chunk:
+                row = rows.get(device)
+                out[device] = (_status(device, statuses.get(device)),
+                               self._session_from_row(curve, row) if row else None)
+        return out
+
     def sessions_with(self, uid: int, device_id: str, curve: Curve) -> list[Session]:
         """Every session with a peer device, active first then oldest first (lime's order)."""
         return self.sessions_and_status(uid, device_id, curve)[1]
@@ -529,6 +558,23 @@ class Db:
             return
         with self.transaction():
             self.save_session(s)
+
+    def save_many(self, sessions: list[Session]) -> None:
+        """Save sessions in one transaction; plain encryptions in one executemany."""
+        if len(sessions) == 1:
+            self.save(sessions[0])
+            return
+        simple = [s for s in sessions if s.dirty == "encrypt" and _one_statement(s)]
+        with self.transaction() as c:
+            c.executemany(
+                "UPDATE DR_sessions SET Ns= ?, CKs= ?, Status = ? WHERE sessionId = ?;",
+                [(s.ns, bytes(s.cks), 1 if s.active else 0, s.session_id) for s in simple])
+            for s in simple:
+                s.dirty = "clean"
+                self._keep_key(s)
+            for s in sessions:
+                if s.dirty != "clean" or s.session_id == 0:
+                    self.save_session(s)
 
     def save_session(self, s: Session) -> None:
         """Write a session the way lime's ``session_save`` does (inside the caller's transaction)."""
