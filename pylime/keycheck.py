@@ -15,6 +15,8 @@ on secret data (only public keys are checked).
 
 from __future__ import annotations
 
+import functools
+
 from pylime.keyserver import protocol
 from pylime.types import Curve
 
@@ -47,13 +49,18 @@ def is_low_order(curve: Curve, x_public: bytes) -> bool:
     return u % _P448 in _LOW_ORDER[Curve.C448]
 
 
-def ed_to_x_u(curve: Curve, ed_public: bytes) -> int:
+def ed_to_x_u(curve: Curve, ed_public: bytes | bytearray) -> int:
     """The X (Montgomery) u-coordinate of an EdDSA public key, converted as lime does it.
 
     u = (1 + y) / (1 - y) on curve25519 and u = y²(1 - d·y²) / (1 - y²) on curve448, with
     y read from the encoding (the sign bit ignored); a zero denominator inverts to zero, as
     in decaf. Shared with the reference's key conversion.
     """
+    return _ed_to_x_u(curve, bytes(ed_public))
+
+
+@functools.lru_cache(maxsize=1024)  # public keys only: a bundle is checked, then used
+def _ed_to_x_u(curve: Curve, ed_public: bytes) -> int:
     if curve == Curve.C25519:
         p = _P25519
         y = (int.from_bytes(ed_public[:32], "little") & ((1 << 255) - 1)) % p
