@@ -10,7 +10,9 @@ Differences from liblime that a caller can see are deliberate and few:
 - operations are synchronous (liblime queues encryptions while a bundle request is out);
 - a key server that leaves a requested device out of its peerBundle answer makes that
   device FAIL, where liblime would request it again and again;
-- ``is_user`` reads the database only, where liblime also consults its in-memory cache.
+- ``is_user`` reads the database only, where liblime also consults its in-memory cache;
+- an SPk signature is checked with libsodium's stricter rules, where decaf's cofactored
+  check also accepts mixed-order identity keys (:func:`~pylime.reference.primitives.ed25519ctx_verify`).
 
 Like the binding, and unlike liblime, it refuses a key-server answer whose message type does
 not fit the request (liblime takes an acknowledgement answering registerUser as success
@@ -139,6 +141,10 @@ class ReferenceManager:
     Args:
         path: the SQLite database file (lime 5.1.64's schema), created owner-only.
         transport: any object with ``post(url, sender, body) -> (status, body)``.
+
+    Between calls it keeps no secret but, on curve448, the loaded ratchet keys of recent
+    sessions (:class:`~pylime.reference.storage.Db`); the identity seed is read from the
+    database only for an X3DH or a signature, and wiped after.
 
     Thread safety: every public method holds one lock, so threads may share an instance.
     """
