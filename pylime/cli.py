@@ -24,6 +24,7 @@ _GROUPS: dict[str, str] = {
     "decrypt": "pylime.commands.messages:decrypt",
     "diagnose": "pylime.commands.messages:diagnose",
     "interop": "pylime.commands.interop:interop",
+    "chat": "pylime.commands.chat:chat",
 }
 
 
