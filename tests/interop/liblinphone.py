@@ -131,6 +131,7 @@ _FUNCTIONS: list[tuple[str, Any, list[Any]]] = [
     ("linphone_chat_room_get_security_level", _i, [_c]),
     ("linphone_chat_room_create_message_from_utf8", _c, [_c, _s]),
     ("linphone_chat_message_send", None, [_c]),
+    ("linphone_chat_room_mark_as_read", None, [_c]),
     ("linphone_chat_message_get_state", _i, [_c]),
     ("linphone_chat_message_ref", _c, [_c]),
     ("linphone_chat_message_unref", None, [_c]),

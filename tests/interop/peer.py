@@ -148,13 +148,13 @@ class Peer:
     # ------------------------------------------------------------------ chat rooms (clients)
 
     def cmd_create_room(self, name: str, participants: list[str], subject: str = "pylime interop",
-                        timeout: float = 20.0) -> dict[str, Any]:
+                        timeout: float = 20.0, group: bool = True) -> dict[str, Any]:
         core = self.cores[name]
         params = L.lib.linphone_core_create_default_chat_room_params(core.core)
         L.lib.linphone_chat_room_params_set_backend(params, L.CHAT_ROOM_BACKEND_FLEXISIP)
         L.lib.linphone_chat_room_params_enable_encryption(params, 1)
         L.lib.linphone_chat_room_params_set_encryption_backend(params, L.CHAT_ROOM_ENCRYPTION_LIME)
-        L.lib.linphone_chat_room_params_enable_group(params, 1)
+        L.lib.linphone_chat_room_params_enable_group(params, int(group))
         L.lib.linphone_chat_room_params_set_subject(params, subject.encode())
         addrs = [L.address(p) for p in participants]
         lst = L.c_list(addrs)
@@ -185,6 +185,23 @@ class Peer:
         self.sent.append(msg)
         self.settle(settle)
         return {"state": L.lib.linphone_chat_message_get_state(msg)}
+
+    def cmd_send_texts(self, name: str, texts: list[str], settle: float = 0.2) -> dict[str, Any]:
+        """Send several texts back to back (a burst), without iterating in between."""
+        room = self.rooms.get(name) or self.cores[name].created_rooms[-1]
+        for text in texts:
+            msg = L.lib.linphone_chat_room_create_message_from_utf8(room, text.encode())
+            L.lib.linphone_chat_message_send(msg)
+            self.sent.append(msg)
+        self.settle(settle)
+        return {"sent": len(texts)}
+
+    def cmd_mark_read(self, name: str, settle: float = 0.3) -> dict[str, Any]:
+        """Mark the client's room read: 5.1.65 sends its display notifications."""
+        room = self.rooms.get(name) or self.cores[name].created_rooms[-1]
+        L.lib.linphone_chat_room_mark_as_read(room)
+        self.settle(settle)
+        return {}
 
     def cmd_message_states(self) -> dict[str, Any]:
         return {"states": [L.lib.linphone_chat_message_get_state(m) for m in self.sent]}
