@@ -12,7 +12,9 @@ one line::
 A failed delivery carries Linphone's reason extension
 (``<imdn:reason code="488">Not acceptable here</imdn:reason>`` in the namespace
 ``http://www.linphone.org/xsds/imdn.xsd``, observed from 5.1.65);
-that one is sent in clear, as a bare ``message/cpim`` (linphone.md §1.6).
+that one is sent in clear, as a bare ``message/cpim`` (linphone.md §1.6). In group rooms 5.1.65
+aggregates several notifications into one message: the CPIM content is then
+``multipart/mixed`` with one ``message/imdn+xml`` part each (observed).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import datetime as _dt
 import enum
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from email.message import Message
 
 from pylime.linphone.cpim import CpimMessage
 from pylime.linphone.errors import CpimError
@@ -33,6 +36,7 @@ __all__ = [
     "build_imdn_cpim",
     "is_imdn",
     "parse_imdn",
+    "parse_imdns",
 ]
 
 IMDN_CONTENT_TYPE = "message/imdn+xml"
@@ -100,8 +104,38 @@ def build_imdn_cpim(sender: str, conversation: str, message_id: str, status: Imd
 
 
 def is_imdn(cpim: CpimMessage) -> bool:
-    """Whether the CPIM message carries a notification."""
-    return (cpim.content_type or "").split(";")[0].strip().lower() == IMDN_CONTENT_TYPE
+    """Whether the CPIM message carries a notification (one, or several aggregated)."""
+    kind = (cpim.content_type or "").split(";")[0].strip().lower()
+    if kind == IMDN_CONTENT_TYPE:
+        return True
+    return kind == "multipart/mixed" and IMDN_CONTENT_TYPE.encode() in cpim.content[:4096]
+
+
+def parse_imdns(cpim: CpimMessage) -> list[Imdn]:
+    """Every notification a CPIM message carries, single or aggregated, in order.
+
+    Raises:
+        CpimError: not a notification, or one that does not parse.
+    """
+    content_type = cpim.content_type or ""
+    if content_type.split(";")[0].strip().lower() == IMDN_CONTENT_TYPE:
+        return [parse_imdn(cpim.content)]
+    holder = Message()
+    holder["Content-Type"] = content_type.replace("\r", " ").replace("\n", " ")
+    boundary = holder.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise CpimError("an aggregated IMDN without a multipart boundary")
+    out = []
+    # message/* parts are split by hand: the email package would re-parse them as messages.
+    for chunk in cpim.content.split(b"--" + boundary.encode("utf-8", "replace"))[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, body = chunk.strip(b"\r\n").partition(b"\r\n\r\n")
+        if IMDN_CONTENT_TYPE.encode() in head.lower():
+            out.append(parse_imdn(body.rstrip(b"\r\n")))
+    if not out:
+        raise CpimError("a multipart notification without message/imdn+xml parts")
+    return out
 
 
 def parse_imdn(data: bytes) -> Imdn:

@@ -47,7 +47,7 @@ from pylime.linphone.errors import (
     LinphoneError,
     UnsafeSenderError,
 )
-from pylime.linphone.imdn import ImdnStatus, build_imdn_cpim, is_imdn, parse_imdn
+from pylime.linphone.imdn import ImdnStatus, build_imdn_cpim, is_imdn, parse_imdn, parse_imdns
 from pylime.linphone.messaging import LimeManager, decrypt_message, encrypt_message
 from pylime.sip.dialog import ALLOW, Dialog, Endpoint
 from pylime.sip.digest import DigestCredentials
@@ -387,31 +387,32 @@ class Agent:
             if item is _CLOSED:
                 return
             if isinstance(item, InboxEntry):
-                event = self._inbox_event(item)
+                events = self._inbox_events(item)
                 assert self.store is not None
                 await self._run(self.store.mark_handed, item.seq)
-                if event is not None:
+                for event in events:
                     yield event
                 continue
             assert isinstance(item, Event)
             yield item
 
-    def _inbox_event(self, entry: InboxEntry) -> Event | None:
+    def _inbox_events(self, entry: InboxEntry) -> list[Event]:
+        """The application's view of an inbox entry (an aggregated IMDN gives several events)."""
         try:
             cpim = parse_cpim(entry.cpim)
         except LinphoneError:
-            return None
+            return []
         if entry.kind == "imdn":
             try:
-                imdn = parse_imdn(cpim.content)
+                imdns = parse_imdns(cpim)
             except LinphoneError:
-                return None
-            return ImdnReceived(entry.room, entry.sender, imdn.message_id, imdn.status, imdn.reason_code,
-                                entry.seq, encrypted=entry.message_id != "clear")
+                return []
+            return [ImdnReceived(entry.room, entry.sender, imdn.message_id, imdn.status, imdn.reason_code,
+                                 entry.seq, encrypted=entry.message_id != "clear") for imdn in imdns]
         disposition = (cpim.header("imdn.Disposition-Notification") or "").lower()
-        return MessageReceived(entry.room, entry.sender, entry.message_id, cpim.content_type or "text/plain",
-                               cpim.content.decode("utf-8", "replace"), entry.seq,
-                               wants_display_notification="display" in disposition)
+        return [MessageReceived(entry.room, entry.sender, entry.message_id, cpim.content_type or "text/plain",
+                                cpim.content.decode("utf-8", "replace"), entry.seq,
+                                wants_display_notification="display" in disposition)]
 
     async def wait_room(self, address: str | None = None, *, timeout: float = 15.0,
                         devices: int = 1) -> Room:

@@ -23,6 +23,7 @@ def account_rc(
     *,
     lime: dict[str, object] | None = None,
     account: dict[str, object] | None = None,
+    transport: str = "udp",
 ) -> dict[str, dict[str, object]]:
     """The rc sections of a client with one account on ``proxy`` and lime on our key server.
 
@@ -31,7 +32,7 @@ def account_rc(
     """
     return {
         "proxy_0": {
-            "reg_proxy": proxy.uri,
+            "reg_proxy": proxy.uri_for(transport),
             "reg_identity": f'"{name}" <sip:{name}@{proxy.domain}>',
             "reg_expires": 3600,
             "reg_sendregister": 1,
@@ -76,11 +77,13 @@ def start_clients(
     lime: dict[str, object] | None = None,
     account: dict[str, object] | None = None,
     timeout: float = 20.0,
+    transport: str = "udp",
 ) -> Clients:
     """Create one lime + ZRTP client per name, register them, wait for their lime users."""
     server, thread = keyserver
     for name in names:
-        rc = account_rc(name, proxy, thread.port, cert, peer.workdir / name, lime=lime, account=account)
+        rc = account_rc(name, proxy, thread.port, cert, peer.workdir / name, lime=lime, account=account,
+                        transport=transport)
         info = peer("core", name=name, extra=_jsonable(rc), root_ca=str(cert), zrtp=True)
         assert info["lime"], "the lime engine was not created"
     registered = peer("register", names=names, timeout=timeout)
@@ -94,19 +97,23 @@ def _jsonable(rc: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
 FACTORY = "sip:conference-factory@localhost"
 
 
-def start_focus(peer: PeerProcess, proxy: SipProxy, name: str = "focus") -> dict[str, Any]:
+def start_focus(peer: PeerProcess, proxy: SipProxy, name: str = "focus", transport: str = "udp") -> dict[str, Any]:
     """A third core in conference-server mode (no lime), reached by the proxy for the factory and rooms.
 
     As Flexisip's conference server sets it up: ``[misc] conference_server_enabled``, an account
     whose identity is the factory URI that does not register, and rooms named ``chatroom-*``.
+    With ``transport="tcp"`` the proxy and the core talk over TCP both ways (no UDP loss in bursts).
     """
     info = peer("server_core", name=name, extra={
         "misc": {"conference_server_enabled": 1, "hide_empty_chat_rooms": 0,
                  "hide_chat_rooms_from_removed_proxies": 0, "empty_chat_room_deletion": 0},
-        "proxy_0": {"reg_proxy": proxy.uri, "reg_route": proxy.uri, "reg_identity": f"<{FACTORY}>",
+        "proxy_0": {"reg_proxy": proxy.uri_for(transport), "reg_route": proxy.uri_for(transport),
+                    "reg_identity": f"<{FACTORY}>",
                     "reg_sendregister": 0, "publish": 0, "conference_factory_uri": FACTORY},
     })
-    target = ("127.0.0.1", int(info["udp"]))
+    target = ("127.0.0.1", int(info["tcp" if transport == "tcp" else "udp"]))
+    if transport == "tcp":
+        proxy.tcp_routes.add(target)
     proxy.routes["chatroom-"] = target
     proxy.routes["conference-factory"] = target
     return info  # type: ignore[no-any-return]

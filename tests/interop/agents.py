@@ -46,8 +46,10 @@ class AgentThread:
                                         name=f"agent-{config.aor}")
         self._thread.start()
 
+        self._https = HttpsTransport(ca_file=ca_file)
+
         def manager() -> Any:
-            return DeviceManager(lime_db, transport=HttpsTransport(ca_file=ca_file))
+            return DeviceManager(lime_db, transport=self._https)
 
         self.agent = Agent(config, manager)
         self.call(self.agent.start(), 30)
@@ -88,6 +90,7 @@ class AgentThread:
         try:
             self.call(self.agent.close(), 20)
         finally:
+            self._https.close()  # its kept-alive connection would hold the key server's shutdown
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()

@@ -187,12 +187,15 @@ class Peer:
         return {"state": L.lib.linphone_chat_message_get_state(msg)}
 
     def cmd_send_texts(self, name: str, texts: list[str], settle: float = 0.2) -> dict[str, Any]:
-        """Send several texts back to back (a burst), without iterating in between."""
+        """Send several texts back to back (a burst): no pause, only one iteration of the cores
+        between two sends, so that the conference-server core in this process reads its socket
+        (without it, 100 datagrams overflow the socket buffer and UDP retransmissions reorder them)."""
         room = self.rooms.get(name) or self.cores[name].created_rooms[-1]
         for text in texts:
             msg = L.lib.linphone_chat_room_create_message_from_utf8(room, text.encode())
             L.lib.linphone_chat_message_send(msg)
             self.sent.append(msg)
+            self.iterate()
         self.settle(settle)
         return {"sent": len(texts)}
 

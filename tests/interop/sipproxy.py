@@ -13,6 +13,11 @@ Written for these tests (RFC 3261 / RFC 5627 basics, nothing more):
   port-less GRUU come back through it. Responses follow the Via chain.
 - With ``relay_media``, SDP offers and answers are rewritten so that audio RTP flows through a
   relay here; the relay keeps every ZRTP packet it forwards, for the aux-secret check.
+- TCP on the same port number as UDP, and TLS on ``tls_port`` when given a certificate: a
+  device registered over a stream is reached over that connection (as Flexisip does); a route
+  given as ``tcp_routes`` is reached over a connection the proxy opens.
+- With ``accounts`` (user → password), REGISTER is challenged with HTTP Digest (401, or 407
+  with ``proxy_auth``), MD5 with qop=auth, and refused with 403 when the answer is wrong.
 
 Everything it sees goes into ``transcript``. It runs an asyncio loop in a daemon thread and
 stops on ``close()``; sockets are bound to 127.0.0.1.
@@ -24,7 +29,9 @@ import asyncio
 import hashlib
 import itertools
 import re
+import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -188,8 +195,45 @@ class _Sip(asyncio.DatagramProtocol):
             self.proxy.errors.append(f"{type(exc).__name__}: {exc}")
 
 
+class _Stream(asyncio.Protocol):
+    """One TCP or TLS connection: bytes cut into messages by Content-Length."""
+
+    def __init__(self, proxy: SipProxy) -> None:
+        self.proxy = proxy
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        self.proxy._streams[self.peer] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.proxy._streams.get(self.peer) is self:
+            del self.proxy._streams[self.peer]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            self.buffer = self.buffer.lstrip(b"\r\n")
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", self.buffer[:end])
+            size = end + 4 + (int(m.group(1)) if m else 0)
+            if len(self.buffer) < size:
+                return
+            data, self.buffer = self.buffer[:size], self.buffer[size:]
+            try:
+                self.proxy._on_datagram(data, self.peer)
+            except Exception as exc:  # noqa: BLE001 (a test proxy keeps running: record, drop)
+                self.proxy.errors.append(f"{type(exc).__name__}: {exc}")
+
+
 class SipProxy:
-    """Registrar + GRUU proxy on 127.0.0.1 (UDP, port 0), in its own thread.
+    """Registrar + GRUU proxy on 127.0.0.1 (UDP and TCP, port 0; TLS optional), in its own thread.
 
     Args:
         domain: the SIP domain of the accounts (``localhost``: resolves to 127.0.0.1 only).
@@ -197,6 +241,9 @@ class SipProxy:
             (a conference server's factory and chat rooms).
         relay_media: rewrite SDP so that audio goes through a relay that records ZRTP.
         expires: the registration lifetime granted when the REGISTER asks for none.
+        tls: (certificate, key) PEM files to also listen for TLS on ``tls_port``.
+        accounts: user → password: REGISTER must answer a Digest challenge.
+        proxy_auth: challenge with 407 Proxy-Authenticate instead of 401.
 
     ``sdp_filter`` (a man in the middle for tests) may rewrite every SDP it forwards.
     """
@@ -208,11 +255,21 @@ class SipProxy:
         routes: dict[str, tuple[str, int]] | None = None,
         relay_media: bool = False,
         expires: int = 3600,
+        tls: tuple[str, str] | None = None,
+        accounts: dict[str, str] | None = None,
+        proxy_auth: bool = False,
     ) -> None:
         self.domain = domain
         self.routes = dict(routes or {})
         self.relay_media = relay_media
         self.expires = expires
+        self.tls = tls
+        self.accounts = dict(accounts or {})
+        self.proxy_auth = proxy_auth
+        self.tcp_routes: set[tuple[str, int]] = set()  # targets reached over a TCP connection we open
+        self._streams: dict[tuple[str, int], _Stream] = {}
+        self._nonces: set[str] = set()
+        self.tls_port = 0
         self.bindings: dict[str, Binding] = {}  # gruu -> binding
         self.transcript: list[dict[str, Any]] = []
         self.raw_bodies: list[bytes] = []  # entry["raw"] indexes this: the exact bytes of each body
@@ -238,6 +295,13 @@ class SipProxy:
         )
         assert self._transport is not None
         self.port = self._transport.get_extra_info("sockname")[1]
+        servers = [self._loop.run_until_complete(self._loop.create_server(lambda: _Stream(self), HOST, self.port))]
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            servers.append(self._loop.run_until_complete(
+                self._loop.create_server(lambda: _Stream(self), HOST, 0, ssl=context)))
+            self.tls_port = servers[-1].sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
         for a, b in self._calls.values():
@@ -245,6 +309,11 @@ class SipProxy:
                 if side.transport is not None:
                     side.transport.close()
         self._transport.close()
+        for stream in list(self._streams.values()):
+            if stream.transport is not None:
+                stream.transport.close()
+        for server in servers:
+            server.close()
         self._loop.run_until_complete(asyncio.sleep(0))
         self._loop.close()
 
@@ -271,6 +340,11 @@ class SipProxy:
     def uri(self) -> str:
         """The proxy as an account's ``reg_proxy`` / route."""
         return f"<sip:{self.domain}:{self.port};transport=udp>"
+
+    def uri_for(self, transport: str) -> str:
+        """The proxy over ``udp``, ``tcp`` or ``tls``."""
+        port = self.tls_port if transport == "tls" else self.port
+        return f"<sip:{self.domain}:{port};transport={transport}>"
 
     # ------------------------------------------------------------------ queries (any thread)
 
@@ -311,10 +385,31 @@ class SipProxy:
             self.raw_bodies.append(msg.body)
             self.transcript.append(entry)
 
+    def _is_stream(self, addr: tuple[str, int]) -> bool:
+        return addr in self._streams or addr in self.tcp_routes
+
     def _send(self, msg: SipMessage, addr: tuple[str, int]) -> None:
         self._log("out", msg, addr)
-        assert self._transport is not None
-        self._transport.sendto(msg.to_bytes(), addr)
+        stream = self._streams.get(addr)
+        if stream is not None and stream.transport is not None:
+            stream.transport.write(msg.to_bytes())
+        elif addr in self.tcp_routes:
+            asyncio.ensure_future(self._connect_and_send(addr, msg.to_bytes()))
+        else:
+            assert self._transport is not None
+            self._transport.sendto(msg.to_bytes(), addr)
+
+    async def _connect_and_send(self, addr: tuple[str, int], data: bytes) -> None:
+        stream = self._streams.get(addr)
+        if stream is None:
+            try:
+                _, stream = await self._loop.create_connection(lambda: _Stream(self), addr[0], addr[1])
+            except OSError as exc:
+                self.errors.append(f"connect {addr}: {exc}")
+                return
+            self._streams[addr] = stream
+        assert stream.transport is not None
+        stream.transport.write(data)
 
     def _reply(self, req: SipMessage, status: int, reason: str, extra: list[tuple[str, str]] | None = None) -> None:
         headers = [(k, v) for k, v in req.headers if _COMPACT.get(k.lower(), k.lower()) in ("via", "from", "call-id", "cseq")]
@@ -363,7 +458,36 @@ class SipProxy:
                 msg.headers[i] = (k, value)
                 return
 
+    def _authorized(self, req: SipMessage) -> bool:
+        """Digest check of a REGISTER (401/407 challenge, 403 for a wrong answer); True to go on."""
+        user = _user_of(_uri_of(req.get("To") or "")) or ""
+        answer = req.get("Proxy-Authorization" if self.proxy_auth else "Authorization")
+        if answer is None:
+            nonce = secrets.token_hex(8)
+            self._nonces.add(nonce)
+            header = "Proxy-Authenticate" if self.proxy_auth else "WWW-Authenticate"
+            challenge = f'Digest realm="{self.domain}", nonce="{nonce}", qop="auth", algorithm=MD5'
+            self._reply(req, 407 if self.proxy_auth else 401, "Unauthorized", [(header, challenge)])
+            return False
+        fields = {k: a or b for k, a, b in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', answer)}
+        password = self.accounts.get(user)
+
+        def h(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        ok = password is not None and fields.get("nonce") in self._nonces and fields.get("username") == user
+        if ok:
+            ha1 = h(f"{user}:{self.domain}:{password}")
+            ha2 = h(f"REGISTER:{fields.get('uri')}")
+            expected = h(f"{ha1}:{fields['nonce']}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
+            ok = fields.get("response") == expected
+        if not ok:
+            self._reply(req, 403, "Forbidden")
+        return ok
+
     def _register(self, req: SipMessage, addr: tuple[str, int]) -> None:
+        if self.accounts and not self._authorized(req):
+            return
         aor = _uri_of(req.get("To") or "")
         contacts = req.all("Contact")
         if not contacts:
@@ -384,7 +508,8 @@ class SipProxy:
             return
         curi = _uri_of(contact)
         with self._lock:
-            self.bindings[gruu] = Binding(aor, gruu, instance, curi, _hostport(curi), contact)
+            where = addr if addr in self._streams else _hostport(curi)  # a stream device: its connection
+            self.bindings[gruu] = Binding(aor, gruu, instance, curi, where, contact)
         echoed = f'{contact.split(";expires")[0]};expires={expires};pub-gruu="{gruu}"'
         self._reply(req, 200, "Ok", [("Contact", echoed), ("Supported", "gruu")])
 
@@ -438,7 +563,8 @@ class SipProxy:
         # ACK of a non-2xx (and a CANCEL) gets the INVITE's branch and matches its transaction.
         incoming = _param(msg.get("Via") or "", "branch") or str(next(self._branches))
         branch = "z9hG4bK" + hashlib.sha256(incoming.encode()).hexdigest()[:16]
-        msg.headers.insert(0, ("Via", f"SIP/2.0/UDP {HOST}:{self.port};branch={branch};rport"))
+        kind = "TCP" if self._is_stream(target) else "UDP"
+        msg.headers.insert(0, ("Via", f"SIP/2.0/{kind} {HOST}:{self.port};branch={branch};rport"))
         if msg.method in ("INVITE", "SUBSCRIBE", "REFER") and ";tag=" not in (msg.get("To") or ""):
             msg.headers.insert(1, ("Record-Route", f"<sip:{HOST}:{self.port};lr>"))
         if msg.body and "application/sdp" in (msg.get("Content-Type") or ""):

@@ -100,3 +100,76 @@ def _wait_state(peer: PeerProcess, index: int, state: int, timeout: float = 10.0
         if time.monotonic() > deadline:
             raise TimeoutError(f"message {index} is in state {states[index]}, not {state}")
         time.sleep(0.05)
+
+
+def test_two_real_clients_and_two_agents_in_one_room(
+    peer: PeerProcess, proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any],
+    tls_cert: tuple[Path, Path], make_agent: Any, transcript: Transcript,
+) -> None:
+    """alice, bob (5.1.65) and carol, dave (pylime.sip): every message reaches and decrypts on every other device."""
+    start_focus(peer, proxy)
+    clients = start_clients(peer, proxy, keyserver, tls_cert[0], ["alice", "bob"],
+                            account={"conference_factory_uri": FACTORY})
+    carol, dave = make_agent("carol"), make_agent("dave")
+    alice_id, bob_id = clients.device_id("alice"), clients.device_id("bob")
+    try:
+        peer("set_registry", registry=registry(proxy))
+        room = peer("create_room", name="alice",
+                    participants=["sip:bob@localhost", "sip:carol@localhost", "sip:dave@localhost"])["address"]
+        for agent in (carol, dave):
+            agent.call(agent.agent.wait_room(room, devices=3))
+
+        peer("send_text", name="alice", text="Hello everyone", settle=0.3)
+        for agent in (carol, dave):
+            (msg,) = agent.wait_for(MessageReceived)
+            assert (msg.text, msg.sender) == ("Hello everyone", alice_id)
+        sent = carol.call(carol.agent.send(room, "carol to the room"))
+        assert sorted(sent.devices) == sorted([alice_id, bob_id, dave.device_id])
+        for name, count in (("alice", 1), ("bob", 2)):
+            got = peer("messages", name=name, count=count, timeout=15)["messages"]
+            assert (got[-1]["text"], got[-1]["sender"]) == ("carol to the room", carol.device_id)
+        assert [m.text for m in dave.wait_for(MessageReceived, 2)] == ["Hello everyone", "carol to the room"]
+        dave.call(dave.agent.send(room, "dave agrees"))
+        peer("send_text", name="bob", text="bob too", settle=0.3)
+        assert [m.text for m in carol.wait_for(MessageReceived, 3)] == ["Hello everyone", "dave agrees", "bob too"]
+        for name in ("alice", "bob"):
+            texts = [m["text"] for m in peer("messages", name=name, count=3, timeout=15)["messages"]]
+            assert "dave agrees" in texts
+        # Everyone's delivered IMDN for carol's message reaches carol (three devices).
+        imdns = carol.wait_for(ImdnReceived, 3, where=lambda e: e.message_id == sent.message_id
+                               and e.status is ImdnStatus.DELIVERED)
+        assert sorted(e.sender for e in imdns) == sorted([alice_id, bob_id, dave.device_id])
+    finally:
+        _record(transcript, peer, proxy, keyserver[0], [carol, dave])
+
+
+def test_agent_creates_a_one_to_one_room_and_a_burst_of_100_arrives_in_order_both_ways(
+    peer: PeerProcess, proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any],
+    tls_cert: tuple[Path, Path], make_agent: Any, transcript: Transcript,
+) -> None:
+    """carol's agent creates a one-to-one room with alice through the factory; 100 messages each way, in order, once."""
+    # The real cores talk TCP to the proxy: a burst over UDP between cores sharing one process
+    # overflows their socket buffers, and UDP retransmissions would reorder (not lose) messages.
+    start_focus(peer, proxy, transport="tcp")
+    clients = start_clients(peer, proxy, keyserver, tls_cert[0], ["alice"],
+                            account={"conference_factory_uri": FACTORY}, transport="tcp")
+    carol = make_agent("carol", conference_factory=FACTORY)
+    alice_id = clients.device_id("alice")
+    try:
+        peer("set_registry", registry=registry(proxy))
+        room = carol.call(carol.agent.create_room(["sip:alice@localhost"], one_to_one=True, subject="1-1"), 30)
+        assert room.one_to_one and room.recipients(carol.device_id) == [alice_id]
+        carol.call(carol.agent.send(room.address, "hello alice, one to one"))
+        (first,) = peer("messages", name="alice", count=1, timeout=15)["messages"]
+        assert (first["text"], first["sender"], first["room"]) == ("hello alice, one to one", carol.device_id,
+                                                                   room.address)
+        peer("send_texts", name="alice", texts=[f"burst {i:03d}" for i in range(100)], settle=0.2)
+        got = carol.wait_for(MessageReceived, 100, timeout=60)
+        assert [m.text for m in got] == [f"burst {i:03d}" for i in range(100)]
+        assert [m.seq for m in got] == sorted({m.seq for m in got})
+        for i in range(100):
+            carol.call(carol.agent.send(room.address, f"reply {i:03d}"))
+        shown = peer("messages", name="alice", count=101, timeout=60)["messages"]
+        assert [m["text"] for m in shown[1:]] == [f"reply {i:03d}" for i in range(100)]
+    finally:
+        _record(transcript, peer, proxy, keyserver[0], [carol])
