@@ -419,6 +419,19 @@ def _parse_head(head: bytes) -> SipRequest | SipResponse:
     return message
 
 
+def _salvage(head: bytes) -> SipRequest | SipResponse | None:
+    """What can be answered of a head that did not parse: its well-formed lines only."""
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    kept = [lines[0]] + [line for line in lines[1:]
+                         if _TOKEN_RE.match(line.partition(":")[0].strip()) and ":" in line
+                         and not any(ord(c) < 32 and c != "\t" for c in line)]
+    try:
+        message = _parse_head("\r\n".join(kept).encode())
+    except SipParseError:
+        return None
+    return _answerable(message)
+
+
 def _check(message: SipRequest | SipResponse) -> None:
     """The mandatory headers of RFC 3261 §8.1.1, parsed, so that later code can rely on them."""
     missing = [h for h in _REQUIRED if message.get(h) is None]
@@ -468,7 +481,7 @@ def parse_message(data: bytes, *, max_head: int = MAX_HEAD_SIZE,
     try:
         message = _parse_head(head_bytes)
     except SipParseError as exc:
-        raise _with_head(exc, None) from None
+        raise _with_head(exc, _salvage(head_bytes)) from None
     try:
         _check(message)
         length = _content_length(message)
@@ -550,7 +563,7 @@ class StreamParser:
             try:
                 message = _parse_head(head)
             except SipParseError as exc:
-                self._break(out, exc)
+                self._break(out, exc, _salvage(head))
                 return out
             try:
                 length = _content_length(message)

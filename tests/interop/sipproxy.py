@@ -41,6 +41,12 @@ from typing import Any
 
 __all__ = ["Binding", "SipMessage", "SipProxy", "ZrtpPacket", "parse_sip"]
 
+
+def _status_line_of(data: bytes) -> int | None:
+    """The status code of a raw SIP response, or None."""
+    m = re.match(rb"SIP/2\.0 (\d{3}) ", data)
+    return int(m.group(1)) if m else None
+
 HOST = "127.0.0.1"
 _COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length",
             "c": "content-type", "e": "content-encoding", "k": "supported", "o": "event"}
