@@ -309,3 +309,36 @@ def test_agent_killed_mid_burst_and_restarted_loses_no_acknowledged_message_and_
         transcript.add("sip", proxy.transcript)
         transcript.add("agent_lines", {"first": first.lines, "second": second.lines if second else []})
         peer.close()
+
+
+def test_the_echo_bot_in_docs_answers_a_real_client(
+    peer: PeerProcess, proxy: SipProxy, keyserver: tuple[RecordingKeyServer, Any],
+    tls_cert: tuple[Path, Path], tmp_path: Path, transcript: Transcript,
+) -> None:
+    """docs/echo_bot.py, run as a user would, echoes alice's message back into the room."""
+    start_focus(peer, proxy)
+    start_clients(peer, proxy, keyserver, tls_cert[0], ["alice"], account={"conference_factory_uri": FACTORY})
+    bot = subprocess.Popen(
+        [sys.executable, str(ROOT / "docs" / "echo_bot.py"), "sip:bot@localhost",
+         f"sip:127.0.0.1:{proxy.port};transport=udp", f"https://localhost:{keyserver[1].port}/lime-server"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), PYLIME_CA_FILE=str(tls_cert[0])))
+    try:
+        assert bot.stdout is not None
+        assert bot.stdout.readline().startswith(b"registered as sip:bot@localhost;gr=urn:uuid:")
+        peer("set_registry", registry=registry(proxy))
+        peer("create_room", name="alice", participants=["sip:bot@localhost"])
+        deadline = time.monotonic() + 15
+        while not any("sip:bot@" in str(e["headers"]) for e in proxy.requests("SUBSCRIBE")):
+            assert time.monotonic() < deadline, "the bot did not join"
+            time.sleep(0.05)
+        peer("send_text", name="alice", text="ping", settle=0.2)
+        got = peer("messages", name="alice", count=1, timeout=15)["messages"]
+        assert got[0]["text"] == "echo: ping" and got[0]["sender"].startswith("sip:bot@localhost;gr=")
+        _wait_state(peer, 0, DISPLAYED)
+    finally:
+        bot.terminate()
+        _, err = bot.communicate(timeout=15)
+        transcript.add("bot_stderr", err.decode("utf-8", "replace")[-4000:])
+        transcript.add("sip", proxy.transcript)
+        peer.close()
