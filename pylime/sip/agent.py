@@ -490,12 +490,19 @@ class Agent:
     async def _send_owed_imdn(self, seq: int, room: str, sender: str, message_id: str, status: str) -> None:
         if room not in self.rooms:
             return
-        try:
-            await self.wait_room(room, timeout=15.0, devices=0)
-            await self._send_imdn(room, message_id, ImdnStatus(status))
-        except (SipError, LimeError, ValueError) as exc:
-            log.warning("a delivery notification could not be sent (%s)", type(exc).__name__)
-            return
+        for attempt in range(4):  # a busy room answers 503: try again, then keep it owed
+            try:
+                await self.wait_room(room, timeout=15.0, devices=0)
+                await self._send_imdn(room, message_id, ImdnStatus(status))
+                break
+            except (SipError, LimeError, ValueError) as exc:
+                retry = isinstance(exc, SipTimeoutError | SipTransportError) or (
+                    isinstance(exc, SipRequestFailed) and exc.status in (408, 480, 500, 503))
+                if not retry or attempt == 3:
+                    log.warning("a delivery notification could not be sent (%s); kept for the next start",
+                                type(exc).__name__)
+                    return
+                await asyncio.sleep(0.5 * 2**attempt)
         assert self.store is not None
         await self._run(self.store.imdn_sent, seq)
 
