@@ -8,7 +8,7 @@ import asyncio
 import os
 import sys
 
-from pylime.manager import Manager
+from pylime import open_manager
 from pylime.sip import Agent, AgentConfig, MessageReceived
 from pylime.transport import HttpsTransport
 
@@ -17,7 +17,7 @@ async def main(aor: str, proxy: str, keyserver: str) -> None:
     ca_file = os.environ.get("PYLIME_CA_FILE")  # None: the system trust store
     config = AgentConfig(aor=aor, proxy=proxy, keyserver_url=keyserver, store_path="bot.sip.sqlite3",
                          password=os.environ.get("PYLIME_SIP_PASSWORD"), ca_file=ca_file)
-    with HttpsTransport(ca_file=ca_file) as https, Manager("bot.lime.sqlite3", transport=https) as lime:
+    with HttpsTransport(ca_file=ca_file) as https, open_manager("bot.lime.sqlite3", https) as lime:
         async with Agent(config, lime) as agent:
             print("registered as", agent.device_id, flush=True)
             async for event in agent.events():

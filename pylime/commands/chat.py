@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from pylime.commands.common import CliFailure, Settings, emit, lime_command, transport_for
+from pylime.commands.common import Settings, emit, lime_command, transport_for
 
 __all__ = ["chat"]
 
@@ -64,16 +64,11 @@ def _agent(settings: Settings, aor: str, proxy: str, state: str | None, factory:
                          ca_file=sip_ca_file or settings.ca_file)
 
     def manager() -> Any:
-        transport = transport_for(settings, None, redirect=False)
-        if settings.backend == "lime":
-            try:
-                from pylime.manager import Manager
-            except ImportError as exc:
-                raise CliFailure("liblime's binding is not built here: use --backend reference") from exc
-            return _Owned(Manager(settings.db, transport), transport)
-        from pylime.reference.manager import ReferenceManager
+        from pylime.backend import open_manager
 
-        return _Owned(ReferenceManager(settings.db, transport), transport)
+        transport = transport_for(settings, None, redirect=False)
+        lime = open_manager(settings.db, transport, backend="lime" if settings.backend == "lime" else "reference")
+        return _Owned(lime, transport)
 
     return Agent(config, manager)
 
