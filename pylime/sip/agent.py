@@ -79,7 +79,7 @@ from pylime.sip.rooms import Room, parse_conference_info
 from pylime.sip.store import InboxEntry, Store
 from pylime.sip.transaction import ServerTransaction, TransactionLayer
 from pylime.sip.transport import Flow, Transport, open_transport
-from pylime.types import Curve
+from pylime.types import Curve, PeerStatus
 
 __all__ = ["Agent", "AgentConfig", "AgentManager", "SentMessage"]
 
@@ -214,6 +214,7 @@ class Agent:
         self.registration: Registration | None = None
         self.device_id: str | None = None
         self._trusted: set[tuple[str, int]] = set()
+        self._last_status: int | None = None  # the sender's lime status from the last _decrypt
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -410,8 +411,9 @@ class Agent:
             return [ImdnReceived(entry.room, entry.sender, imdn.message_id, imdn.status, imdn.reason_code,
                                  entry.seq, encrypted=entry.message_id != "clear") for imdn in imdns]
         disposition = (cpim.header("imdn.Disposition-Notification") or "").lower()
+        status = PeerStatus(entry.status) if entry.status is not None else PeerStatus.UNKNOWN
         return [MessageReceived(entry.room, entry.sender, entry.message_id, cpim.content_type or "text/plain",
-                                cpim.content.decode("utf-8", "replace"), entry.seq,
+                                cpim.content.decode("utf-8", "replace"), entry.seq, sender_status=status,
                                 wants_display_notification="display" in disposition)]
 
     async def wait_room(self, address: str | None = None, *, timeout: float = 15.0,
@@ -742,6 +744,7 @@ class Agent:
             return
         outcome = await self._run(self._decrypt, request, conversation, room, expected_sender)
         status, refusal, detail, sender, message_id, cpim = outcome
+        peer_status = self._last_status
         if status != 200:
             assert refusal is not None
             await self._record_refusal(tx, txn, conversation, status, refusal, detail, sender=sender)
@@ -757,7 +760,8 @@ class Agent:
             owed = ImdnStatus.DELIVERED.value
         seq = await self._run(functools.partial(
             self.store.record, txn, conversation, 200, sender=sender, message_id=message_id, kind=kind,
-            cpim=cpim.to_bytes(), imdn_due=None if duplicate else owed, hand_over=not duplicate))
+            cpim=cpim.to_bytes(), imdn_due=None if duplicate else owed, hand_over=not duplicate,
+            status=peer_status))
         await tx.respond(200, to_tag=new_tag())
         if duplicate:
             return
@@ -772,6 +776,7 @@ class Agent:
                                                       CpimMessage | None]:
         """In the lime thread: the envelope checks, then lime; (status, refusal, detail, sender, id, cpim)."""
         assert self.device_id is not None
+        self._last_status = None
         headers = {k: v for k, v in request.headers if k.lower() in ("content-type", "content-encoding")}
         try:
             envelope = parse_envelope(headers.get("Content-Type", ""), request.body,
@@ -801,6 +806,7 @@ class Agent:
         except (EnvelopeError, DecryptionError) as exc:
             return 488, Refusal.UNDECRYPTABLE, f"lime could not decrypt: {type(exc).__name__}", sender, \
                 message_id, None
+        self._last_status = int(msg.status)  # read back on the loop right after this call
         return 200, None, "", sender, msg.message_id or message_id, msg.cpim
 
     async def _record_refusal(self, tx: ServerTransaction, txn: str, room: str, status: int, reason: Refusal,

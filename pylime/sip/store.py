@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     cpim BLOB,
     received_at REAL NOT NULL,
     handed INTEGER NOT NULL DEFAULT 0,
-    imdn_due TEXT
+    imdn_due TEXT,
+    status INTEGER
 );
 CREATE INDEX IF NOT EXISTS inbox_sender_id ON inbox (sender, message_id);
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (handed, seq);
@@ -68,6 +69,8 @@ class InboxEntry:
     cpim: bytes
     received_at: float
     imdn_due: str | None = None
+    status: int | None = None
+    """The sender device's lime status when the message was decrypted."""
 
 
 class Store:
@@ -146,26 +149,27 @@ class Store:
 
     def record(self, txn: str, room: str, answer: int, *, sender: str | None = None,
                message_id: str | None = None, kind: str = "refused", cpim: bytes | None = None,
-               imdn_due: str | None = None, hand_over: bool = True) -> int:
+               imdn_due: str | None = None, hand_over: bool = True, status: int | None = None) -> int:
         """Commit a transaction's outcome; returns the entry's sequence number."""
         cursor = self._tx(
             "INSERT OR IGNORE INTO inbox (txn, room, sender, message_id, answer, kind, cpim, received_at,"
-            " handed, imdn_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " handed, imdn_due, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (txn, room, sender, message_id, answer, kind, cpim, time.time(),
-             0 if (hand_over and cpim is not None) else 1, imdn_due))
+             0 if (hand_over and cpim is not None) else 1, imdn_due, status))
         return int(cursor.lastrowid or 0)
 
     def pending(self) -> list[InboxEntry]:
         """Accepted entries not yet handed to the application, oldest first."""
-        rows = self._tx("SELECT seq, room, sender, message_id, kind, cpim, received_at, imdn_due FROM inbox"
-                        " WHERE handed = 0 ORDER BY seq").fetchall()
-        return [InboxEntry(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+        rows = self._tx("SELECT seq, room, sender, message_id, kind, cpim, received_at, imdn_due, status"
+                        " FROM inbox WHERE handed = 0 ORDER BY seq").fetchall()
+        return [InboxEntry(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8]) for r in rows]
 
     def entry(self, seq: int) -> InboxEntry | None:
         """One entry by sequence number (its plaintext may have been wiped)."""
-        r = self._tx("SELECT seq, room, sender, message_id, kind, cpim, received_at, imdn_due FROM inbox"
-                     " WHERE seq = ?", (seq,)).fetchone()
-        return None if r is None else InboxEntry(r[0], r[1], r[2], r[3], r[4], bytes(r[5] or b""), r[6], r[7])
+        r = self._tx("SELECT seq, room, sender, message_id, kind, cpim, received_at, imdn_due, status"
+                     " FROM inbox WHERE seq = ?", (seq,)).fetchone()
+        return None if r is None else InboxEntry(r[0], r[1], r[2], r[3], r[4], bytes(r[5] or b""), r[6], r[7],
+                                                 r[8])
 
     def mark_handed(self, seq: int) -> None:
         """The application is about to get this entry: never again, and wipe it unless history is kept."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pylime import PeerStatus
 from pylime.linphone.envelope import parse_envelope
 from pylime.linphone.imdn import ImdnStatus
 from pylime.sip import ImdnReceived, MessageReceived, RoomJoined, RoomUpdated
@@ -80,6 +81,7 @@ def test_agent_exchanges_messages_and_imdns_with_a_real_client_in_a_room(
         (msg,) = carol.wait_for(MessageReceived)
         assert (msg.text, msg.sender, msg.room) == ("Hello carol, from liblinphone 5.1.65", alice_id,
                                                    room["address"])
+        assert msg.sender_status is PeerStatus.UNKNOWN  # first contact, as lime reports it
         # carol's agent sent the delivered IMDN: alice's message reaches Delivered-to-user.
         _wait_state(peer, 0, DELIVERED_TO_USER)
         carol.call(carol.agent.mark_displayed(msg))
