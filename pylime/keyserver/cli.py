@@ -118,6 +118,15 @@ def keyserver() -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+# Operations (docs/deploy.md): logs as JSON lines, Prometheus metrics.
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object per line (credentials masked either way).")
+@click.option("--metrics", is_flag=True, help="Serve Prometheus metrics on GET /metrics.")
+@click.option("--metrics-allow", multiple=True, metavar="CIDR",
+              help="Client networks /metrics answers [default: 127.0.0.0/8, ::1/128].")
+@click.option("--metrics-dir", type=click.Path(file_okay=False), default=None,
+              help="With --workers > 1: where workers keep their metrics "
+              "[default: a private temporary directory].")
 def serve(
     host: str,
     port: int,
@@ -137,8 +146,16 @@ def serve(
     rate_limit: float,
     algorithms: tuple[str, ...],
     log_level: str,
+    log_format: str,
+    metrics: bool,
+    metrics_allow: tuple[str, ...],
+    metrics_dir: str | None,
 ) -> None:
-    """Serve the key server over HTTPS (POST x3dh/octet-stream on any path, GET /health)."""
+    """Serve the key server over HTTPS (POST x3dh/octet-stream on any path).
+
+    Probes: GET /healthz (live), GET /readyz (database up, schema current); GET /metrics
+    with --metrics.
+    """
     from pylime.keyserver.app import ServerConfig
     from pylime.keyserver.service import serve as run
     from pylime.keyserver.tls import certificate_fingerprint, ensure_self_signed
@@ -150,6 +167,13 @@ def serve(
         raise click.UsageError("choose one of --tls-cert/--tls-key, --self-signed, --plain-http")
     if not open_ and not realm:
         raise click.UsageError("--realm DOMAIN is required unless --open is given")
+    if metrics:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise click.UsageError(
+                "--metrics needs prometheus-client: pip install 'pylime[server]'"
+            ) from None
     is_pg = db.startswith(("postgresql://", "postgres://"))
     if workers > 1 and db in ("", ":memory:"):
         raise click.UsageError("--workers > 1 needs an SQLite file or PostgreSQL (--db)")
@@ -164,6 +188,8 @@ def serve(
             nonce_lifetime=nonce_lifetime,
             rate_limit=rate_limit,
             algorithms=tuple(a.upper() for a in algorithms) or ("SHA-256", "MD5"),
+            metrics=metrics,
+            metrics_allow=metrics_allow or ("127.0.0.0/8", "::1/128"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -202,6 +228,8 @@ def serve(
             tls_key=tls_key,
             workers=workers,
             log_level=log_level,
+            log_format=log_format,
+            metrics_dir=metrics_dir,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -282,3 +310,140 @@ def account_list(db: str, as_json: bool) -> None:
         server.close()
     if as_json or accounts:
         _report(as_json, {"accounts": accounts}, "\n".join(accounts))
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+def _open_storage(db: str, *, migrate: bool = False):  # type: ignore[no-untyped-def]
+    """The storage behind ``--db``, with failures (schema included) as clean CLI errors."""
+    from pylime.keyserver import StorageError
+    from pylime.keyserver.core import open_storage
+
+    try:
+        return open_storage(db, migrate=migrate)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@keyserver.command()
+@_db_option
+@click.option("--check", is_flag=True, help="Only say whether steps are pending (exit 1 if so).")
+@_json_option
+def migrate(db: str, check: bool, as_json: bool) -> None:
+    """Bring the database's schema up to this version's, one transactional step at a time.
+
+    Run it with the servers stopped (or before starting the new version): servers refuse a
+    database whose schema is older or newer than theirs.
+    """
+    from pylime.keyserver import StorageError, schema
+    from pylime.keyserver.core import open_storage
+
+    latest = schema.SCHEMA_VERSION
+    if check:
+        try:
+            storage = open_storage(db)
+        except schema.SchemaTooOldError as exc:
+            pending = [s.version for s in schema.STEPS if s.version > exc.found]
+            _report(as_json, {"version": exc.found, "latest": latest, "pending": pending},
+                    f"schema version {exc.found}; pending steps: "
+                    + ", ".join(map(str, pending)))
+            sys.exit(1)
+        except StorageError as exc:
+            raise click.ClickException(str(exc)) from None
+        version = storage.schema_version()
+        storage.close()
+        _report(as_json, {"version": version, "latest": latest, "pending": []},
+                f"schema version {version}: up to date")
+        return
+    storage = _open_storage(db, migrate=True)
+    try:
+        after = storage.schema_version()
+    finally:
+        storage.close()
+    applied = storage.applied_steps
+    before = applied[0] - 1 if applied else after
+    _report(as_json, {"from": before, "to": after, "applied": applied},
+            f"schema version {before} -> {after} (steps {', '.join(map(str, applied))})"
+            if applied else f"schema version {after}: up to date")
+
+
+@keyserver.command("export")
+@_db_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default="-",
+              show_default=True, help="File to write (created owner-only), - for stdout.")
+def export_cmd(db: str, output: str) -> None:
+    """Write all accounts, devices and OPks as JSON lines (docs/deploy.md says the format)."""
+    from pylime.keyserver import StorageError
+    from pylime.keyserver.transfer import dump
+
+    storage = _open_storage(db)
+    try:
+        if output == "-":
+            counts = dump(storage, sys.stdout)
+        else:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds HA1s
+            with open(fd, "w", encoding="utf-8", newline="\n") as out:
+                counts = dump(storage, out)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        storage.close()
+    click.echo("exported " + ", ".join(f"{n} {t}" for t, n in counts.items()), err=True)
+
+
+@keyserver.command("import")
+@_db_option
+@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
+def import_cmd(db: str, source: str) -> None:
+    """Load an export file into an empty database (all or nothing)."""
+    from pylime.keyserver import StorageError
+    from pylime.keyserver.transfer import load
+
+    storage = _open_storage(db)
+    try:
+        if source == "-":
+            counts = load(storage, sys.stdin)
+        else:
+            with open(source, encoding="utf-8") as lines:
+                counts = load(storage, lines)
+    except (StorageError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"nothing imported: {exc}") from None
+    finally:
+        storage.close()
+    click.echo("imported " + ", ".join(f"{n} {t}" for t, n in counts.items()), err=True)
+
+
+@keyserver.command()
+@_db_option
+@click.option("--low-opk", "below", type=click.IntRange(0), default=None, metavar="N",
+              help="Only devices holding fewer than N OPks.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many rows.")
+@_json_option
+def report(db: str, below: int | None, limit: int | None, as_json: bool) -> None:
+    """Devices by OPk stock, fewest first: who will soon be fetched without an OPk."""
+    from pylime.keyserver import StorageError
+
+    storage = _open_storage(db)
+    try:
+        rows = storage.opk_stock(below=below, limit=limit)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        storage.close()
+    curves = {1: "c25519", 2: "c448"}
+    if as_json:
+        devices = [
+            {"device": r.device_id, "curve": curves.get(int(r.curve), int(r.curve)), "opks": r.opks}
+            for r in rows
+        ]
+        _report(True, {"below": below, "devices": devices}, "")
+        return
+    if not rows:
+        click.echo("no device" + (f" holds fewer than {below} OPks" if below is not None else ""))
+        return
+    width = max(len(r.device_id) for r in rows)
+    click.echo(f"{'OPks':>5}  {'curve':<6}  device")
+    for r in rows:
+        click.echo(f"{r.opks:>5}  {curves.get(int(r.curve), str(int(r.curve))):<6}  "
+                   f"{r.device_id:<{width}}".rstrip())

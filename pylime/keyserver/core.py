@@ -55,14 +55,18 @@ log = logging.getLogger("pylime.keyserver")
 DEFAULT_MAX_OPKS_PER_DEVICE = 200
 
 
-def open_storage(db: str | os.PathLike[str]) -> Storage:
-    """The backend for a database name: a ``postgresql://`` URL, or an SQLite path / ``:memory:``."""
+def open_storage(db: str | os.PathLike[str], *, migrate: bool = False) -> Storage:
+    """The backend for a database name: a ``postgresql://`` URL, or an SQLite path / ``:memory:``.
+
+    ``migrate``: bring an older schema up to date instead of refusing it
+    (:class:`pylime.keyserver.schema.SchemaTooOldError`).
+    """
     name = os.fspath(db)
     if name.startswith(("postgresql://", "postgres://")):
         from pylime.keyserver.postgres import PostgresStorage  # psycopg is optional
 
-        return PostgresStorage(name)
-    return SQLiteStorage(name)
+        return PostgresStorage(name, migrate=migrate)
+    return SQLiteStorage(name, migrate=migrate)
 
 
 def _media_type(content_type: str | None) -> str | None:

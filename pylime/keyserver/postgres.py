@@ -7,7 +7,7 @@ same statement, so concurrent fetches never hand out the same OPk and never wait
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,11 +15,12 @@ import psycopg
 import psycopg_pool
 from psycopg import conninfo
 
+from pylime.keyserver import schema
 from pylime.keyserver.protocol import OPk
 from pylime.keyserver.storage import (
-    SCHEMA_VERSION,
     Account,
     AddOutcome,
+    DeviceStock,
     RegisterOutcome,
     Storage,
     StorageError,
@@ -33,39 +34,6 @@ __all__ = ["PostgresStorage"]
 # Any constant: serialises schema creation when several processes start at once.
 _SCHEMA_LOCK = 0x11DE_5E12
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lime_users (
-    uid BIGSERIAL PRIMARY KEY,
-    curve SMALLINT NOT NULL,
-    user_id TEXT NOT NULL,
-    ik BYTEA NOT NULL,
-    spk BYTEA NOT NULL,
-    spk_sig BYTEA NOT NULL,
-    spk_id BIGINT NOT NULL,
-    registered TIMESTAMPTZ NOT NULL DEFAULT now(),
-    expires DOUBLE PRECISION,
-    UNIQUE (curve, user_id)
-);
-CREATE TABLE IF NOT EXISTS lime_opks (
-    id BIGSERIAL PRIMARY KEY,
-    uid BIGINT NOT NULL REFERENCES lime_users (uid) ON DELETE CASCADE,
-    opk BYTEA NOT NULL,
-    opk_id BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lime_opks_uid ON lime_opks (uid, id);
-CREATE INDEX IF NOT EXISTS lime_users_expires ON lime_users (expires) WHERE expires IS NOT NULL;
-CREATE TABLE IF NOT EXISTS lime_accounts (
-    username TEXT NOT NULL,
-    realm TEXT NOT NULL,
-    ha1_md5 TEXT NOT NULL,
-    ha1_sha256 TEXT NOT NULL,
-    PRIMARY KEY (username, realm)
-);
-CREATE TABLE IF NOT EXISTS lime_config (
-    name TEXT PRIMARY KEY,
-    value BYTEA NOT NULL
-)
-"""
 
 
 def _safe_url(url: str) -> str:
@@ -87,10 +55,19 @@ class PostgresStorage(Storage):
         url: a libpq URL (``postgresql://user@host:port/db``).
         min_size / max_size: the pool's bounds, per process.
         timeout: seconds to wait for a free connection before failing the request.
+        migrate: bring an older schema up to date instead of refusing it.
     """
 
+    dialect = "postgres"
+
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 10.0,
+        migrate: bool = False,
     ) -> None:
         self._display = _safe_url(url)
         try:
@@ -110,30 +87,48 @@ class PostgresStorage(Storage):
             raise StorageError(f"cannot connect to {self._display}: {type(exc).__name__}") from exc
         self._closed = False
         try:
-            version = self._create_schema()
+            self.applied_steps = self._prepare_schema(migrate)
         except StorageError:
             self.close()
             raise
-        if version > SCHEMA_VERSION:
-            self.close()
-            raise StorageError(
-                f"database schema version {version} is newer than this server's ({SCHEMA_VERSION})"
-            )
 
-    def _create_schema(self) -> int:
-        """Create missing tables; return the database's schema version."""
-        with self._tx() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in _SCHEMA.split(";"):
-                cur.execute(statement)
-            cur.execute(
-                "INSERT INTO lime_config (name, value) VALUES ('schema_version', %s)"
-                " ON CONFLICT (name) DO NOTHING",
-                (str(SCHEMA_VERSION).encode(),),
-            )
-            cur.execute("SELECT value FROM lime_config WHERE name = 'schema_version'")
-            row = cur.fetchone()
-            return int(bytes(row[0]).decode()) if row else SCHEMA_VERSION
+    # ---------------------------------------------------------------- schema
+
+    @staticmethod
+    def _read_version(cur: psycopg.Cursor[Any]) -> int:
+        cur.execute("SELECT to_regclass('lime_config') IS NOT NULL")
+        row = cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        cur.execute("SELECT value FROM lime_config WHERE name = 'schema_version'")
+        row = cur.fetchone()
+        return int(bytes(row[0]).decode()) if row else 0
+
+    def schema_version(self) -> int:
+        with self._auto() as cur:
+            return self._read_version(cur)
+
+    def _prepare_schema(self, migrate: bool) -> list[int]:
+        """Create or check the schema; with ``migrate``, apply the missing steps."""
+        applied = []
+        for step in schema.pending_steps(self.schema_version(), migrate=migrate):
+            with self._tx() as cur:
+                # Serialises processes starting or migrating at once; re-read under the lock.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                if self._read_version(cur) >= step.version:
+                    continue
+                for statement in step.postgres:
+                    cur.execute(statement)  # type: ignore[arg-type]  # our own constant SQL
+                cur.execute(
+                    "INSERT INTO lime_config (name, value) VALUES ('schema_version', %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(step.version).encode(),),
+                )
+            applied.append(step.version)
+        return applied
+
+    def migrate(self) -> list[int]:
+        return self._prepare_schema(migrate=True)
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self._display!r})"
@@ -339,6 +334,59 @@ class PostgresStorage(Storage):
         with self._auto() as cur:
             cur.execute("SELECT username, realm FROM lime_accounts ORDER BY realm, username")
             return [(r[0], r[1]) for r in cur.fetchall()]
+
+    def opk_stock(self, below: int | None = None, limit: int | None = None) -> list[DeviceStock]:
+        sql = (
+            "SELECT u.curve, u.user_id, coalesce(c.n, 0) AS n FROM lime_users u"
+            " LEFT JOIN (SELECT uid, count(*) AS n FROM lime_opks GROUP BY uid) c USING (uid)"
+        )
+        params: list[int] = []
+        if below is not None:
+            sql += " WHERE coalesce(c.n, 0) < %s"
+            params.append(below)
+        sql += " ORDER BY n, u.user_id, u.curve"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        with self._auto() as cur:
+            cur.execute(sql, params)  # type: ignore[arg-type]  # built from constants above
+            return [DeviceStock(Curve(r[0]), r[1], int(r[2])) for r in cur.fetchall()]
+
+    def opk_stock_levels(self) -> dict[tuple[int, int], int]:
+        with self._auto() as cur:
+            cur.execute(
+                "SELECT u.curve, coalesce(c.n, 0) AS n, count(*) FROM lime_users u"
+                " LEFT JOIN (SELECT uid, count(*) AS n FROM lime_opks GROUP BY uid) c USING (uid)"
+                " GROUP BY u.curve, n"
+            )
+            return {(int(r[0]), int(r[1])): int(r[2]) for r in cur.fetchall()}
+
+    def pool_stats(self) -> dict[str, int]:
+        """psycopg_pool's counters for this process's pool (pool_size, pool_available, ...)."""
+        return dict(self._pool.get_stats())
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Callable[[str], Iterable[tuple[Any, ...]]]]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                counter = [0]
+
+                def query(sql: str) -> Iterator[tuple[Any, ...]]:
+                    counter[0] += 1  # a server-side cursor streams rows in batches
+                    with conn.cursor(name=f"pylime_export_{counter[0]}") as cur:
+                        cur.itersize = 2000
+                        cur.execute(sql)  # type: ignore[arg-type]  # built from schema.TABLES
+                        yield from cur
+
+                yield query
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StorageError(f"PostgreSQL error: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def _bulk(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self._tx() as cur:
+            yield cur
 
     def ping(self) -> None:
         with self._auto() as cur:

@@ -15,10 +15,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pylime.errors import LimeError
 from pylime.keyserver.protocol import OPk
@@ -27,6 +27,7 @@ from pylime.types import Curve
 __all__ = [
     "Account",
     "AddOutcome",
+    "DeviceStock",
     "RegisterOutcome",
     "SQLiteStorage",
     "Storage",
@@ -37,10 +38,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-# Bumped when the schema changes; a newer database is refused rather than misread.
-SCHEMA_VERSION = 1
-
 
 class StorageError(LimeError):
     """The database failed; the request changed nothing (answered as db_error)."""
@@ -62,6 +59,15 @@ class StoredBundle:
 
     keys: UserKeys
     opk: OPk | None
+
+
+@dataclass(frozen=True)
+class DeviceStock:
+    """How many OPks the server holds for one device (the low-OPk report's rows)."""
+
+    curve: Curve
+    device_id: str
+    opks: int
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,32 @@ class Storage(abc.ABC):
     def list_accounts(self) -> list[tuple[str, str]]:
         """(username, realm) of every account, sorted."""
 
+    # Operations: what `pylime keyserver report`, /metrics, migrate and export/import need.
+
+    @abc.abstractmethod
+    def opk_stock(self, below: int | None = None, limit: int | None = None) -> list[DeviceStock]:
+        """Devices and their OPk counts, fewest first (only those under ``below`` if given)."""
+
+    @abc.abstractmethod
+    def opk_stock_levels(self) -> dict[tuple[int, int], int]:
+        """How many devices hold each OPk count: {(curve, count): devices}."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The schema version recorded in the database (0: no schema yet)."""
+
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply the schema steps the database lacks, each in a transaction; return them."""
+
+    @abc.abstractmethod
+    def _snapshot(self) -> AbstractContextManager[Callable[[str], Iterable[tuple[Any, ...]]]]:
+        """A consistent read-only view: a function running a query and streaming its rows."""
+
+    @abc.abstractmethod
+    def _bulk(self) -> AbstractContextManager[Any]:
+        """One write transaction: a DB-API cursor (execute, executemany, fetchone)."""
+
     @abc.abstractmethod
     def ping(self) -> None:
         """Raise StorageError unless the database answers (the health check)."""
@@ -185,46 +217,25 @@ class Storage(abc.ABC):
         """Release connections; idempotent."""
 
 
-_SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS Users (
-    Uid INTEGER PRIMARY KEY AUTOINCREMENT,
-    Curve INTEGER NOT NULL,
-    UserId TEXT NOT NULL,
-    Ik BLOB NOT NULL,
-    SPk BLOB NOT NULL,
-    SPk_sig BLOB NOT NULL,
-    SPk_id INTEGER NOT NULL,
-    Registered REAL NOT NULL,
-    Expires REAL,
-    UNIQUE (Curve, UserId)
-);
-CREATE TABLE IF NOT EXISTS OPk (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    Uid INTEGER NOT NULL REFERENCES Users(Uid) ON DELETE CASCADE,
-    OPk BLOB NOT NULL,
-    OPk_id INTEGER NOT NULL
-);
--- SQLite appends the rowid to every index, so this one also serves "oldest OPk of Uid".
-CREATE INDEX IF NOT EXISTS OPk_Uid ON OPk (Uid);
-CREATE INDEX IF NOT EXISTS Users_Expires ON Users (Expires) WHERE Expires IS NOT NULL;
-CREATE TABLE IF NOT EXISTS Accounts (
-    Username TEXT NOT NULL,
-    Realm TEXT NOT NULL,
-    HA1_MD5 TEXT NOT NULL,
-    HA1_SHA256 TEXT NOT NULL,
-    PRIMARY KEY (Username, Realm)
-);
-"""
 
 
 class SQLiteStorage(Storage):
     """SQLite backend: one connection serialised by a lock; WAL and owner-only file mode on disk.
 
     Each write runs in a ``BEGIN IMMEDIATE`` transaction, which also makes OPk hand-out
-    atomic when several processes share one database file.
+    atomic when several processes share one database file. ``migrate``: bring an older
+    schema up to date instead of refusing it (:mod:`pylime.keyserver.schema`).
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 10.0) -> None:
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        timeout: float = 10.0,
+        migrate: bool = False,
+    ) -> None:
         path = os.fspath(path)
         self.path = path
         in_memory = path == ":memory:" or path == ""
@@ -248,17 +259,11 @@ class SQLiteStorage(Storage):
                 # NORMAL is durable across application crashes in WAL mode; only a power cut can
                 # lose the last transactions, which clients recover from by republishing.
                 self._conn.execute("PRAGMA synchronous = NORMAL")
-            with self._tx() as cur:
-                version = cur.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StorageError(
-                        f"database schema version {version} is newer than this server's "
-                        f"({SCHEMA_VERSION})"
-                    )
-                for statement in _SQLITE_SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            try:
+                self.applied_steps = self._prepare_schema(migrate)
+            except StorageError:
+                self._conn.close()
+                raise
             # From now on lock waits are ours (see _begin_immediate and _read).
             self._conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
@@ -266,6 +271,44 @@ class SQLiteStorage(Storage):
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r})"
+
+    # ---------------------------------------------------------------- schema
+
+    def schema_version(self) -> int:
+        return self._read(lambda cur: int(cur.execute("PRAGMA user_version").fetchone()[0]))
+
+    def _prepare_schema(self, migrate: bool) -> list[int]:
+        """Create or check the schema; with ``migrate``, apply the missing steps."""
+        from pylime.keyserver import schema
+
+        found = self.schema_version()
+        if found == 0:
+            tables = self._read(
+                lambda cur: cur.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchone()[0]
+            )
+            if tables:
+                raise schema.NotAKeyServerDatabaseError(
+                    f"{self.path} holds tables but no key-server schema version: "
+                    "not a pylime key-server database"
+                )
+        applied = []
+        for step in schema.pending_steps(found, migrate=migrate):
+            with self._tx() as cur:
+                # Another process may have applied it since we looked.
+                now = int(cur.execute("PRAGMA user_version").fetchone()[0])
+                if now >= step.version:
+                    continue
+                for statement in step.sqlite:
+                    cur.execute(statement)
+                cur.execute(f"PRAGMA user_version = {int(step.version)}")
+            applied.append(step.version)
+        return applied
+
+    def migrate(self) -> list[int]:
+        """Apply the schema steps this database lacks; return their versions."""
+        return self._prepare_schema(migrate=True)
 
     @contextmanager
     def _tx(self, write: bool = True, map_errors: bool = True) -> Iterator[sqlite3.Cursor]:
@@ -493,6 +536,47 @@ class SQLiteStorage(Storage):
             return [(r[0], r[1]) for r in rows.fetchall()]
 
         return self._read(query)
+
+    def opk_stock(self, below: int | None = None, limit: int | None = None) -> list[DeviceStock]:
+        sql = (
+            "SELECT u.Curve, u.UserId, coalesce(c.n, 0) AS n FROM Users u"
+            " LEFT JOIN (SELECT Uid, count(*) AS n FROM OPk GROUP BY Uid) c USING (Uid)"
+        )
+        params: list[int] = []
+        if below is not None:
+            sql += " WHERE coalesce(c.n, 0) < ?"
+            params.append(below)
+        sql += " ORDER BY n, u.UserId, u.Curve"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+
+        def query(cur: sqlite3.Cursor) -> list[DeviceStock]:
+            rows = cur.execute(sql, params).fetchall()
+            return [DeviceStock(Curve(r[0]), r[1], int(r[2])) for r in rows]
+
+        return self._read(query)
+
+    def opk_stock_levels(self) -> dict[tuple[int, int], int]:
+        def query(cur: sqlite3.Cursor) -> dict[tuple[int, int], int]:
+            rows = cur.execute(
+                "SELECT u.Curve, coalesce(c.n, 0) AS n, count(*) FROM Users u"
+                " LEFT JOIN (SELECT Uid, count(*) AS n FROM OPk GROUP BY Uid) c USING (Uid)"
+                " GROUP BY u.Curve, n"
+            ).fetchall()
+            return {(int(r[0]), int(r[1])): int(r[2]) for r in rows}
+
+        return self._read(query)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Callable[[str], Iterable[tuple[Any, ...]]]]:
+        with self._tx(write=False):
+            yield lambda sql: self._conn.execute(sql)  # a cursor per query; all in one snapshot
+
+    @contextmanager
+    def _bulk(self) -> Iterator[sqlite3.Cursor]:
+        with self._tx() as cur:
+            yield cur
 
     def ping(self) -> None:
         self._read(lambda cur: cur.execute("SELECT 1").fetchone())

@@ -76,3 +76,20 @@ def fresh_pg_storage(**kwargs: Any) -> Any:
     storage = PostgresStorage(require_pg_url(), **kwargs)
     storage.drop_everything()
     return storage
+
+
+def scratch_pg_database() -> tuple[str, Any]:
+    """A new, empty database on the test cluster: (URL, drop function) for schema tests."""
+    import psycopg
+
+    base = require_pg_url()
+    name = f"pylime_scratch_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]  # name is ours
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+    parts = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name)), drop
