@@ -5,12 +5,18 @@ path; the device id comes from ``X-Lime-user-identity`` or else ``From``. Protoc
 X3DH error messages inside HTTP 200 (that is what lime reads); transport and authentication
 failures are real HTTP statuses: 401 (with a Digest challenge), 403 (another account's
 device), 405, 408 (body too slow), 413 (body over the cap), 429 (over the rate limit),
-503 (database down). ``GET /health`` answers 200 when the database does.
+503 (database down).
+
+Probes, without authentication: ``GET /healthz`` (liveness: the process answers, nothing
+else is checked), ``GET /readyz`` (readiness: the database answers and its schema is this
+code's; ``/health`` is the same check under its older name). ``GET /metrics``: Prometheus
+metrics when ``ServerConfig.metrics`` is on, to the client addresses of ``metrics_allow``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -18,7 +24,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylime.keyserver.auth import DigestAuthenticator
 from pylime.keyserver.core import DEFAULT_MAX_OPKS_PER_DEVICE, KeyServer
@@ -31,6 +37,9 @@ from pylime.keyserver.protocol import (
     parse_request,
 )
 from pylime.keyserver.storage import Account, SQLiteStorage, StorageError, is_storable_device_id
+
+if TYPE_CHECKING:
+    from pylime.keyserver.metrics import Metrics
 
 __all__ = ["ENV_CONFIG", "KeyServerApp", "ServerConfig", "app_from_environment"]
 
@@ -69,12 +78,17 @@ class ServerConfig:
     # Requests per second allowed to one account (or, without authentication, one client
     # address), with bursts of twice that; 0 = no limit. Counted per server process.
     rate_limit: float = 0.0
+    # Operations: GET /metrics (off unless asked), answered only to these client networks.
+    metrics: bool = False
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
     def __post_init__(self) -> None:
         if not self.open and not self.realm:
             raise ValueError("a realm (the SIP domain) is required unless the server is open")
         if self.max_body < 3:
             raise ValueError("max_body must be at least 3 bytes")
+        for net in self.metrics_allow:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
 
     def to_json(self) -> str:
         """The configuration as JSON (it may hold a database URL: keep it private)."""
@@ -85,6 +99,8 @@ class ServerConfig:
         """The inverse of to_json."""
         data = json.loads(text)
         data["algorithms"] = tuple(data.get("algorithms", ("SHA-256", "MD5")))
+        if "metrics_allow" in data:
+            data["metrics_allow"] = tuple(data["metrics_allow"])
         return cls(**data)
 
 
@@ -133,6 +149,9 @@ class KeyServerApp:
         self._auth: DigestAuthenticator | None = None
         self._open_lock = asyncio.Lock()
         self._limiter = RateLimiter(config.rate_limit) if config.rate_limit > 0 else None
+        self._metrics: Metrics | None = None
+        self._metrics_allow = [ipaddress.ip_network(n, strict=False) for n in config.metrics_allow]
+        self._sampler: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"KeyServerApp(open={self.config.open}, realm={self.config.realm!r})"
@@ -147,6 +166,10 @@ class KeyServerApp:
     # ---------------------------------------------------------------- lifecycle
 
     def _open_sync(self) -> None:
+        if self.config.metrics and self._metrics is None:
+            from pylime.keyserver.metrics import Metrics  # prometheus-client: only when used
+
+            self._metrics = Metrics(lambda: self._server.storage if self._server else None)
         if self._server is None:
             self._server = KeyServer(
                 self.config.db,
@@ -167,9 +190,25 @@ class KeyServerApp:
         async with self._open_lock:
             if self._server is None or (not self.config.open and self._auth is None):
                 await asyncio.to_thread(self._open_sync)
+            if self._metrics is not None and self._sampler is None:
+                self._sampler = asyncio.get_running_loop().create_task(self._sample_pool())
+
+    async def _sample_pool(self) -> None:
+        """Each second, copy this worker's database pool counters into the metrics."""
+        while self._metrics is not None:
+            try:
+                self._metrics.sample_pool()
+            except Exception:  # noqa: BLE001, S110 (closed pool during shutdown)
+                pass
+            await asyncio.sleep(1.0)
 
     async def shutdown(self) -> None:
         """Close the storage if we opened it."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        if self._metrics is not None:
+            self._metrics.close()
         if self._owns_server and self._server is not None:
             server, self._server, self._auth = self._server, None, None
             await asyncio.to_thread(server.close)
@@ -180,7 +219,90 @@ class KeyServerApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
+            if self._metrics is not None and scope["method"] == "POST":
+                await self._observed(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one POST and count it in the metrics (type from the body, outcome from the answer)."""
+        assert self._metrics is not None
+        start = time.perf_counter()
+        head = bytearray()
+        status = [0]
+        answer = [b""]
+
+        async def receive_and_look() -> Message:
+            message = await receive()
+            if len(head) < 3 and message["type"] == "http.request":
+                head.extend(message.get("body", b"")[: 3 - len(head)])
+            return message
+
+        async def send_and_look(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not answer[0]:
+                answer[0] = message.get("body", b"")
+            await send(message)
+
+        from pylime.keyserver.metrics import request_type
+
+        await self._http(scope, receive_and_look, send_and_look)
+        self._metrics.observe(
+            request_type(bytes(head)), status[0], answer[0], time.perf_counter() - start
+        )
+
+    async def _probe(self, path: str, scope: Scope, send: Send) -> bool:
+        """Answer GET /healthz, /readyz (/health) and /metrics; False for any other path."""
+        if path == "/healthz":
+            await self._respond(send, 200, b'{"status":"live"}\n', "application/json")
+            return True
+        if path in ("/readyz", "/health"):
+            if self._server is None or (not self.config.open and self._auth is None):
+                try:
+                    await self.startup()
+                except Exception:  # noqa: BLE001, S110 (not ready: the database is not there)
+                    pass
+            status, body = await asyncio.to_thread(self._readiness)
+            if path == "/health" and status == 200:
+                body = b'{"status":"ok"}\n'  # the older probe's exact answer
+            await self._respond(send, status, body, "application/json")
+            return True
+        if path == "/metrics" and self._metrics is not None:
+            client = scope.get("client")
+            try:
+                allowed = client is not None and any(
+                    ipaddress.ip_address(client[0]) in net for net in self._metrics_allow
+                )
+            except ValueError:
+                allowed = False
+            if not allowed:
+                await self._respond(send, 403, b"metrics are not served to this address\n",
+                                    "text/plain; charset=utf-8")
+                return True
+            from pylime.keyserver.metrics import CONTENT_TYPE_LATEST
+
+            body = await asyncio.to_thread(self._metrics.exposition)
+            await self._respond(send, 200, body, CONTENT_TYPE_LATEST)
+            return True
+        return False
+
+    def _readiness(self) -> tuple[int, bytes]:
+        """(status, JSON body): 200 when the database answers at this code's schema version."""
+        from pylime.keyserver import schema
+
+        server = self._server
+        if server is None:
+            return 503, b'{"status":"database unavailable"}\n'
+        try:
+            server.storage.ping()
+            version = server.storage.schema_version()
+        except Exception:  # noqa: BLE001 (any failure means not ready)
+            return 503, b'{"status":"database unavailable"}\n'
+        if version != schema.SCHEMA_VERSION:
+            body = {"status": "schema mismatch", "schema": version, "expected": schema.SCHEMA_VERSION}
+            return 503, (json.dumps(body) + "\n").encode()
+        return 200, (json.dumps({"status": "ok", "schema": version}) + "\n").encode()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -242,23 +364,12 @@ class KeyServerApp:
         method = scope["method"]
         path = scope.get("path", "/")
         text = "text/plain; charset=utf-8"
+        if method in ("GET", "HEAD") and await self._probe(path, scope, send):
+            return
         if self._server is None or (not self.config.open and self._auth is None):
             await self.startup()  # served without a lifespan (some test harnesses)
         server = self._server
         assert server is not None
-        if path == "/health" and method in ("GET", "HEAD"):
-            try:
-                if self._inline:
-                    server.storage.ping()
-                else:
-                    await asyncio.to_thread(server.storage.ping)
-            except Exception:  # noqa: BLE001 (any failure means unhealthy)
-                await self._respond(
-                    send, 503, b'{"status":"database unavailable"}\n', "application/json"
-                )
-                return
-            await self._respond(send, 200, b'{"status":"ok"}\n', "application/json")
-            return
         if method != "POST":
             await self._respond(send, 405, b"POST only\n", text, [(b"allow", b"POST")])
             return

@@ -7,22 +7,24 @@ SIGINT/SIGTERM it stops accepting, lets in-flight requests finish (up to
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from pylime.keyserver.app import ENV_CONFIG, KeyServerApp, ServerConfig
 from pylime.keyserver.core import KeyServer
+from pylime.keyserver.logs import log_config
 
 __all__ = ["ServerThread", "serve"]
 
@@ -43,10 +45,14 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
     graceful_timeout: float = 10.0,
+    log_format: str = "text",
+    metrics_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve until interrupted. Without ``tls_cert`` the server speaks plain HTTP.
 
-    Several workers need a database they can share (an SQLite file or PostgreSQL).
+    Several workers need a database they can share (an SQLite file or PostgreSQL). With
+    metrics on and several workers, the workers write their metrics into ``metrics_dir``
+    (emptied first; a private temporary directory if None) and any worker's /metrics sums them.
     """
     if workers > 1 and _needs_shared_db(config.db):
         raise ValueError("--workers > 1 needs a shared database: an SQLite file or PostgreSQL")
@@ -54,6 +60,50 @@ def serve(
         raise ValueError("give both the TLS certificate and its key")
     # Worker processes rebuild the app from this variable (see app_from_environment).
     os.environ[ENV_CONFIG] = config.to_json()
+    cleanup = None
+    if config.metrics and workers > 1:
+        cleanup = _multiprocess_metrics(metrics_dir)
+    try:
+        _serve(config, host, port, tls_cert, tls_key, workers, log_level, graceful_timeout,
+               log_format)
+    finally:
+        if cleanup is not None:
+            cleanup()
+
+
+def _multiprocess_metrics(directory: str | os.PathLike[str] | None) -> Callable[[], None]:
+    """Point prometheus-client's multiprocess mode at an empty directory; return its cleanup."""
+    if directory is None:
+        path = Path(tempfile.mkdtemp(prefix="pylime-metrics-"))
+        remove = True
+    else:
+        path = Path(directory)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # a previous run's counters must not be summed in
+            stale.unlink()
+        remove = False
+    # Read by prometheus-client when a worker imports it (spawned workers inherit it).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+    def cleanup() -> None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if remove:
+            shutil.rmtree(path, ignore_errors=True)
+
+    return cleanup
+
+
+def _serve(
+    config: ServerConfig,
+    host: str,
+    port: int,
+    tls_cert: str | os.PathLike[str] | None,
+    tls_key: str | os.PathLike[str] | None,
+    workers: int,
+    log_level: str,
+    graceful_timeout: float,
+    log_format: str,
+) -> None:
     uv_config = uvicorn.Config(
         "pylime.keyserver.app:app_from_environment",
         factory=True,
@@ -63,7 +113,7 @@ def serve(
         ssl_certfile=None if tls_cert is None else os.fspath(tls_cert),
         ssl_keyfile=None if tls_key is None else os.fspath(tls_key),
         log_level=log_level,
-        log_config=_log_config(log_level),
+        log_config=log_config(log_level, log_format),
         lifespan="on",
         proxy_headers=False,
         server_header=False,
@@ -89,17 +139,6 @@ def serve(
         Multiprocess(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock]).run()  # type: ignore[call-arg]
     else:
         Multiprocess(uv_config, sockets=[sock]).run()
-
-
-def _log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging setup plus our own loggers, so worker processes log them too."""
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["loggers"]["pylime"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
 
 
 class ServerThread:
