@@ -7,7 +7,8 @@ looks like a credential (a URL's password, a Digest ``response``/``cnonce``, an
 
 JSON lines carry ``time`` (UTC, ISO 8601 with milliseconds), ``level``, ``logger``,
 ``message``, ``pid``; access lines add ``client``, ``method``, ``path``, ``status``;
-an exception adds ``exception``.
+an exception adds ``exception``. In JSON mode every record, access lines included, goes to
+standard error (in text mode uvicorn writes access lines to standard output).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ _PATTERNS = [
     # Digest parameters that prove knowledge of the password
     (re.compile(r"(?i)\b(response|cnonce)=(\"[^\"]*\"|[^,\s]+)"), r"\1=***"),
     # password=..., passwd: ..., PYLIME_PASSWORD=...
-    (re.compile(r"(?i)\b([a-z_]*pass(?:word|wd)?[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|\S+)"),
-     r"\1***"),
+    (
+        re.compile(r"(?i)\b([a-z_]*pass(?:word|wd)?[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|\S+)"),
+        r"\1***",
+    ),
 ]
 
 
@@ -77,9 +80,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "pid": record.process or os.getpid(),
         }
-        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(
-            record.args
-        ) == 5:
+        if (
+            record.name == "uvicorn.access"
+            and isinstance(record.args, tuple)
+            and len(record.args) == 5
+        ):
             client, method, path, version, status = record.args
             out.update(
                 message=f"{method} {path} {status}",
@@ -102,6 +107,8 @@ def log_config(level: str, fmt: str = "text") -> dict[str, Any]:
     if fmt == "json":
         for name in config["formatters"]:
             config["formatters"][name] = {"()": JsonFormatter}
+        # One stream of JSON records (uvicorn writes access lines to stdout otherwise).
+        config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     else:
         # uvicorn's own classes colour and format; ours redact what they produce.
         config["formatters"]["default"]["()"] = RedactingDefaultFormatter

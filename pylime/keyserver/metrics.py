@@ -73,7 +73,8 @@ def request_type(body: bytes) -> str:
     """The metric label of a request body: its message type's name, or ``malformed``."""
     if len(body) < 3 or body[0] != 0x01:
         return "malformed"
-    return _TYPES.get(body[1], "malformed")  # type: ignore[call-overload]
+    name: str = _TYPES.get(body[1], "malformed")  # type: ignore[call-overload]
+    return name
 
 
 def outcome(status: int, answer: bytes) -> str:
@@ -272,11 +273,11 @@ class Metrics:
         if self._registry is not None:
             return generate_latest(self._registry)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(self._stock)
         return generate_latest(registry)
 
     def close(self) -> None:
         """This worker is leaving: drop its live gauges from the multiprocess sums."""
         if self.multiprocess:
-            mark_process_dead(os.getpid())
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -118,7 +118,7 @@ class PostgresStorage(Storage):
                 if self._read_version(cur) >= step.version:
                     continue
                 for statement in step.postgres:
-                    cur.execute(statement)  # type: ignore[arg-type]  # our own constant SQL
+                    cur.execute(statement)
                 cur.execute(
                     "INSERT INTO lime_config (name, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -349,7 +349,7 @@ class PostgresStorage(Storage):
             sql += " LIMIT %s"
             params.append(limit)
         with self._auto() as cur:
-            cur.execute(sql, params)  # type: ignore[arg-type]  # built from constants above
+            cur.execute(sql, params)
             return [DeviceStock(Curve(r[0]), r[1], int(r[2])) for r in cur.fetchall()]
 
     def opk_stock_levels(self) -> dict[tuple[int, int], int]:
@@ -376,7 +376,7 @@ class PostgresStorage(Storage):
                     counter[0] += 1  # a server-side cursor streams rows in batches
                     with conn.cursor(name=f"pylime_export_{counter[0]}") as cur:
                         cur.itersize = 2000
-                        cur.execute(sql)  # type: ignore[arg-type]  # built from schema.TABLES
+                        cur.execute(sql)
                         yield from cur
 
                 yield query

@@ -159,7 +159,9 @@ STEPS: tuple[Step, ...] = (
 SCHEMA_VERSION = STEPS[-1].version
 
 
-def pending_steps(found: int, *, migrate: bool, steps: tuple[Step, ...] | None = None) -> list[Step]:
+def pending_steps(
+    found: int, *, migrate: bool, steps: tuple[Step, ...] | None = None
+) -> list[Step]:
     """The steps to apply to a database at version ``found`` (0 = empty database).
 
     Raises:

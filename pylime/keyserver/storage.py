@@ -121,6 +121,9 @@ class Storage(abc.ABC):
         StorageError: from any method when the database fails.
     """
 
+    dialect: str  # "sqlite" or "postgres": which SQL export/import speak to it
+    applied_steps: list[int]  # the schema steps opening this database applied
+
     @abc.abstractmethod
     def register_user(
         self,

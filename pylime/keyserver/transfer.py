@@ -195,7 +195,7 @@ def load(storage: Storage, lines: Iterable[str]) -> dict[str, int]:
                 raise TargetNotEmptyError(
                     f"the database already holds {table.name}: import needs an empty one"
                 )
-        table: Table | None = None
+        current: Table | None = None
         sql = ""
         batch: list[list[Any]] = []
         ended = False
@@ -210,26 +210,28 @@ def load(storage: Storage, lines: Iterable[str]) -> dict[str, int]:
             if ended:
                 raise ImportFileError(f"{where}: data after the end record")
             if isinstance(record, list):
-                if table is None:
+                if current is None:
                     raise ImportFileError(f"{where}: a row before any table")
-                if len(record) != len(table.columns):
-                    raise ImportFileError(f"{where}: {len(record)} values, not {len(table.columns)}")
-                batch.append([_decode(c, v, where) for c, v in zip(table.columns, record)])
-                counts[table.name] += 1
+                if len(record) != len(current.columns):
+                    raise ImportFileError(
+                        f"{where}: {len(record)} values, not {len(current.columns)}"
+                    )
+                batch.append([_decode(c, v, where) for c, v in zip(current.columns, record, strict=True)])
+                counts[current.name] += 1
                 if len(batch) >= _BATCH:
                     flush()
             elif isinstance(record, dict) and "table" in record:
                 flush()
                 if record["table"] not in by_name:
                     raise ImportFileError(f"{where}: unknown table {record['table']!r}")
-                table = by_name[record["table"]]
-                if table.name in counts:
-                    raise ImportFileError(f"{where}: table {table.name} appears twice")
-                expected = [[c.name, c.kind] for c in table.columns]
+                current = by_name[record["table"]]
+                if current.name in counts:
+                    raise ImportFileError(f"{where}: table {current.name} appears twice")
+                expected = [[c.name, c.kind] for c in current.columns]
                 if record.get("columns") != expected:
-                    raise ImportFileError(f"{where}: the columns of {table.name} differ")
-                sql = _insert(table, dialect)
-                counts[table.name] = 0
+                    raise ImportFileError(f"{where}: the columns of {current.name} differ")
+                sql = _insert(current, dialect)
+                counts[current.name] = 0
             elif isinstance(record, dict) and "end" in record:
                 flush()
                 if record["end"] != counts or set(counts) != set(by_name):

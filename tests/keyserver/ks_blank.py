@@ -41,15 +41,21 @@ MAIN_V1_POSTGRES = [
     uid BIGINT NOT NULL REFERENCES lime_users (uid) ON DELETE CASCADE,
     opk BYTEA NOT NULL, opk_id BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS lime_opks_uid ON lime_opks (uid, id)",
-    "CREATE INDEX IF NOT EXISTS lime_users_expires ON lime_users (expires)"
-    " WHERE expires IS NOT NULL",
+    (
+        "CREATE INDEX IF NOT EXISTS lime_users_expires ON lime_users (expires)"
+        " WHERE expires IS NOT NULL"
+    ),
     """CREATE TABLE IF NOT EXISTS lime_accounts (username TEXT NOT NULL, realm TEXT NOT NULL,
     ha1_md5 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL, PRIMARY KEY (username, realm))""",
     "CREATE TABLE IF NOT EXISTS lime_config (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
-    "INSERT INTO lime_config (name, value) VALUES ('schema_version', '1')"
-    " ON CONFLICT (name) DO NOTHING",
-    "INSERT INTO lime_users (curve, user_id, ik, spk, spk_sig, spk_id, expires)"
-    " VALUES (1, 'sip:alice@example.org;gr=a', '\\x11', '\\x22', '\\x33', 7, NULL)",
+    (
+        "INSERT INTO lime_config (name, value) VALUES ('schema_version', '1')"
+        " ON CONFLICT (name) DO NOTHING"
+    ),
+    (
+        "INSERT INTO lime_users (curve, user_id, ik, spk, spk_sig, spk_id, expires)"
+        " VALUES (1, 'sip:alice@example.org;gr=a', '\\x11', '\\x22', '\\x33', 7, NULL)"
+    ),
     "INSERT INTO lime_opks (uid, opk, opk_id) VALUES (1, '\\x44', 1), (1, '\\x55', 2)",
     "INSERT INTO lime_accounts VALUES ('alice', 'example.org', 'md5hex', 'sha256hex')",
 ]

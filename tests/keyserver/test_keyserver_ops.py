@@ -59,12 +59,15 @@ def stocked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def test_low_opk_report_lists_the_driest_devices_first(stocked: str) -> None:
     """`report --low-opk 100 --json`: devices under 100 OPks, fewest first, with curve."""
-    result = CliRunner().invoke(main, ["keyserver", "report", "--db", stocked, "--low-opk", "100",
-                                       "--json"])
+    result = CliRunner().invoke(
+        main, ["keyserver", "report", "--db", stocked, "--low-opk", "100", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["ok"] and data["below"] == 100
-    assert [(d["device"].split(":")[1].split("@")[0], d["curve"], d["opks"]) for d in data["devices"]] == [
+    assert [
+        (d["device"].split(":")[1].split("@")[0], d["curve"], d["opks"]) for d in data["devices"]
+    ] == [
         ("dry", "c25519", 0),
         ("low448", "c448", 3),  # equal stocks: in device-id order
         ("low", "c25519", 3),
@@ -104,7 +107,9 @@ class Served:
 def serve(backend: str, tmp_path: Path, tls: tuple[Path, Path], **cfg: object) -> Iterator[Served]:
     server = make_server(backend, tmp_path, max_opks_per_device=500)
     server.storage.put_account(make_account("alice", REALM, "alice-pw"))
-    with ServerThread(ServerConfig(realm=REALM, **cfg), server=server, cert=tls[0], key=tls[1]) as t:  # type: ignore[arg-type]
+    with ServerThread(
+        ServerConfig(realm=REALM, **cfg), server=server, cert=tls[0], key=tls[1]
+    ) as t:  # type: ignore[arg-type]
         yield Served(t, server, tls[0])
     server.close()
 
@@ -187,9 +192,7 @@ def test_metrics_are_off_unless_asked(
         assert s.get("/metrics").status_code == 405
 
 
-def test_metrics_answer_only_allowed_networks(
-    tmp_path: Path, tls_files: tuple[Path, Path]
-) -> None:
+def test_metrics_answer_only_allowed_networks(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
     """metrics_allow limits who may scrape: 127.0.0.1 outside it gets 403."""
     for s in serve("sqlite-file", tmp_path, tls_files, metrics=True, metrics_allow=("10.0.0.0/8",)):
         assert s.get("/metrics").status_code == 403

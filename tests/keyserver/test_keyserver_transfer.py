@@ -52,7 +52,9 @@ def rows(storage: Storage) -> dict[str, list[tuple[object, ...]]]:
     from pylime.keyserver.transfer import _select
 
     with storage._snapshot() as query:
-        return {t.name: [tuple(r) for r in query(_select(t, storage.dialect))] for t in schema.TABLES}
+        return {
+            t.name: [tuple(r) for r in query(_select(t, storage.dialect))] for t in schema.TABLES
+        }
 
 
 @pytest.fixture
@@ -80,18 +82,23 @@ def test_sqlite_to_postgres_to_sqlite_keeps_every_byte(tmp_path: Path, pg_db: st
     assert first == second == third
     assert rows(source) == rows(final)
     for table in schema.TABLES:
-        assert len(rows(source)[table.name]) == json.loads(first.splitlines()[-1])["end"][table.name]
+        assert (
+            len(rows(source)[table.name]) == json.loads(first.splitlines()[-1])["end"][table.name]
+        )
     with sqlite3.connect(tmp_path / "a.sqlite3") as a, sqlite3.connect(tmp_path / "c.sqlite3") as c:
         for t in schema.TABLES:
-            assert a.execute(f"SELECT * FROM {t.sqlite} ORDER BY 1, 2").fetchall() == c.execute(
-                f"SELECT * FROM {t.sqlite} ORDER BY 1, 2"
-            ).fetchall()
+            assert (
+                a.execute(f"SELECT * FROM {t.sqlite} ORDER BY 1, 2").fetchall()
+                == c.execute(f"SELECT * FROM {t.sqlite} ORDER BY 1, 2").fetchall()
+            )
 
     # The moved server behaves as the old one: same oldest OPk, new ids after the old ones.
     dev = "sip:dév2@example.org;gr=urn:uuid:2"
     assert source.take_bundles(Curve.C25519, [dev]) == target.take_bundles(Curve.C25519, [dev])
     keys = UserKeys(b"\x09" * 32, b"\x09" * 32, b"\x09" * 64, 1)
-    target.register_user(Curve.C25519, "sip:new@example.org;gr=x", keys, [OPk(b"\x01" * 32, 1)], None)
+    target.register_user(
+        Curve.C25519, "sip:new@example.org;gr=x", keys, [OPk(b"\x01" * 32, 1)], None
+    )
     assert max(r[0] for r in rows(target)["users"]) > max(r[0] for r in rows(source)["users"])
     for s in (source, target, final):
         s.close()
@@ -155,8 +162,17 @@ def _with(line: str, index: int, value: object) -> str:
         (lambda ls: [*ls[:2], "[1,2]\n", *ls[2:]], "2 values"),
     ],
     ids=[
-        "no-end", "cut", "schema", "header", "json", "counts", "columns",
-        "base64", "kind", "null", "width",
+        "no-end",
+        "cut",
+        "schema",
+        "header",
+        "json",
+        "counts",
+        "columns",
+        "base64",
+        "kind",
+        "null",
+        "width",
     ],
 )
 def test_a_damaged_file_imports_nothing(
