@@ -17,8 +17,10 @@ uvicorn through :mod:`pylime.keyserver.service` (``pylime keyserver serve``)::
 Operators should know: accounts hold HA1 values only (the SIP account's password is never
 stored); an account may act only on devices ``sip:<user>@<realm>;gr=...``, while fetching
 bundles needs any account; Digest nonces live in each server process's memory, so a client
-moved to another process answers one extra challenge (``stale=true``); ``GET /health`` checks
-the database; SIGTERM finishes the requests in flight, then closes the database; logs carry
+moved to another process answers one extra challenge (``stale=true``); ``GET /healthz`` is
+liveness, ``GET /readyz`` readiness (database up, schema current), ``GET /metrics`` Prometheus
+metrics with ``--metrics``; ``pylime keyserver migrate|export|import|report`` operate the
+database (docs/deploy.md); SIGTERM finishes the requests in flight, then closes the database; logs carry
 device ids and outcomes, never passwords, HA1 values or keys.
 """
 
