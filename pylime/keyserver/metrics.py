@@ -231,21 +231,27 @@ class Metrics:
         self._stock = _StockCollector(storage, stock_ttl)
         if own is not None:
             own.register(self._stock)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
+        self._bundle_children = [self.bundles.labels(k) for k in ("with", "without", "unknown")]
         self._last_pool: dict[str, int] = {}
         self._pool_lock = threading.Lock()
 
     def observe(self, type_: str, status: int, answer: bytes, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(type_, outcome(status, answer)).inc()
-        self.latency.labels(type_).observe(seconds)
+        key = (type_, outcome(status, answer))
+        counter = self._counters.get(key)
+        if counter is None:  # .labels() costs a lock and a lookup: keep the children
+            counter = self._counters[key] = self.requests.labels(*key)
+        counter.inc()
+        histogram = self._histograms.get(type_)
+        if histogram is None:
+            histogram = self._histograms[type_] = self.latency.labels(type_)
+        histogram.observe(seconds)
         if type_ == "getPeerBundle" and status == 200:
-            with_opk, without, unknown = bundle_flags(answer)
-            if with_opk:
-                self.bundles.labels("with").inc(with_opk)
-            if without:
-                self.bundles.labels("without").inc(without)
-            if unknown:
-                self.bundles.labels("unknown").inc(unknown)
+            for child, n in zip(self._bundle_children, bundle_flags(answer), strict=True):
+                if n:
+                    child.inc(n)
 
     def sample_pool(self) -> None:
         """Copy the PostgreSQL pool's counters into the gauges (no-op on SQLite)."""
