@@ -208,3 +208,11 @@ def test_a_foreign_sqlite_file_is_not_taken_over(tmp_path: Path) -> None:
     with pytest.raises(NotAKeyServerDatabaseError):
         open_storage(db)
     assert table_names("sqlite-file", str(db)) == {"contacts"}
+
+
+@pytest.mark.usefixtures("with_step_2")
+def test_serve_refuses_an_unmigrated_database(backend: str, blank: str) -> None:
+    """`pylime keyserver serve` on a database one step behind exits at once, naming migrate."""
+    write_main_v1(backend, blank)
+    code, out = cli("keyserver", "serve", "--db", blank, "--realm", "example.org", "--plain-http")
+    assert code == 1 and "older than this server's" in out and "migrate" in out
