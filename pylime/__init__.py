@@ -12,6 +12,7 @@ import logging
 from pylime.backend import Backend, available_backends, lime_library, open_manager
 from pylime.errors import (
     BackendUnavailableError,
+    CurveNotInBindingError,
     DatabaseInUseError,
     DecryptionError,
     EncryptionError,
@@ -28,7 +29,7 @@ from pylime.errors import (
     UserNotFoundError,
 )
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
-from pylime.types import Curve, PeerStatus, Policy
+from pylime.types import CLASSIC_CURVES, POST_QUANTUM_CURVES, Curve, PeerStatus, Policy
 
 __version__ = "0.2.0"
 
@@ -66,10 +67,13 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "CLASSIC_CURVES",
+    "POST_QUANTUM_CURVES",
     "AsyncManager",
     "Backend",
     "BackendUnavailableError",
     "Curve",
+    "CurveNotInBindingError",
     "DatabaseInUseError",
     "DecryptResult",
     "DecryptionError",

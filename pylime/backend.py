@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from pylime.errors import BackendUnavailableError
+from pylime.errors import BackendUnavailableError, CurveNotInBindingError
+from pylime.types import POST_QUANTUM_CURVES, Curve
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -87,6 +89,9 @@ def missing_binding_message() -> str:
             "pylime.reference.ReferenceManager.")
 
 
+_PQ_IDS = frozenset(int(c) for c in POST_QUANTUM_CURVES)
+
+
 def require_binding() -> None:
     """Raise :class:`BackendUnavailableError` (an ImportError) where the binding is absent."""
     problem = _import_problem()
@@ -109,16 +114,25 @@ def lime_library() -> LimeLibrary | None:
                        os.path.realpath(ffi.string(lib.pylime_lime_path()).decode()))
 
 
-def resolve_backend(backend: str) -> Literal["lime", "reference"]:
+def resolve_backend(backend: str, curves: Iterable[int] = ()) -> Literal["lime", "reference"]:
     """The concrete backend for a choice: "auto" picks the binding where it is built.
+
+    ``curves``: the algorithms the caller will create users on. liblime 5.1.64 has none of
+    lime 5.4's post-quantum ones, so "auto" picks the reference when one is among them.
 
     Raises:
         ValueError: not one of "auto", "lime", "reference".
         BackendUnavailableError: "lime" where the binding is absent.
+        CurveNotInBindingError: "lime" with a post-quantum curve.
     """
+    pq = sorted(Curve(int(c)).name for c in curves if int(c) in _PQ_IDS)
     if backend == "auto":
-        return "lime" if binding_available() else "reference"
+        return "lime" if binding_available() and not pq else "reference"
     if backend == "lime":
+        if pq:
+            raise CurveNotInBindingError(
+                f"{', '.join(pq)}: lime 5.4 post-quantum algorithms are not in liblime 5.1.64; "
+                "the reference backend has them (backend='reference' or 'auto')")
         require_binding()
         return "lime"
     if backend == "reference":
@@ -127,12 +141,15 @@ def resolve_backend(backend: str) -> Literal["lime", "reference"]:
 
 
 def open_manager(path: str | os.PathLike[str], transport: Transport, *,
-                 backend: Backend = "auto", durability: Durability = "wal") -> AnyManager:
+                 backend: Backend = "auto", durability: Durability = "wal",
+                 curves: Iterable[int] = ()) -> AnyManager:
     """A manager on ``path`` from the chosen backend (see the module docstring).
 
     Args and behaviour are those of :class:`pylime.Manager`; ``backend`` picks the class.
+    ``curves`` names the algorithms users will be created on: with a post-quantum one,
+    "auto" picks the reference (see :func:`resolve_backend`).
     """
-    if resolve_backend(backend) == "lime":
+    if resolve_backend(backend, curves) == "lime":
         from pylime.manager import Manager
 
         return Manager(path, transport, durability=durability)

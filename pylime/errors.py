@@ -4,6 +4,7 @@
 
     LimeError
     ├── InvalidCurveError (ValueError)          a curve lime does not support
+    │   └── CurveNotInBindingError              a lime 5.4 post-quantum curve: the reference has it
     ├── UserNotFoundError (LookupError)         no such local user
     ├── UserExistsError                         create_user for a user that is already active
     ├── DatabaseInUseError                      the database is open in another manager
@@ -32,6 +33,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "BadTagError",
+    "CurveNotInBindingError",
     "DatabaseInUseError",
     "DecryptionError",
     "EncryptionError",
@@ -60,6 +62,15 @@ class LimeError(Exception):
 
 class InvalidCurveError(LimeError, ValueError):
     """The curve is not one lime supports (curve25519 or curve448)."""
+
+
+class CurveNotInBindingError(InvalidCurveError):
+    """A lime 5.4 post-quantum curve asked of the liblime 5.1.64 binding.
+
+    liblime 5.1.64 has no such algorithm (and lime 5.4 has no C API to bind); the pure-Python
+    reference speaks it: use ``pylime.open_manager(..., backend="reference")`` or
+    ``backend="auto"`` with ``curve=``.
+    """
 
 
 class UserNotFoundError(LimeError, LookupError):

@@ -25,7 +25,7 @@ from pylime.keycheck import dr_message_has_low_order_key
 from pylime.keyserver.protocol import MAX_DEVICE_ID_SIZE, MessageType
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
-from pylime.types import Curve, PeerStatus, Policy
+from pylime.types import POST_QUANTUM_CURVES, Curve, PeerStatus, Policy
 
 __all__ = ["Durability", "Manager", "StrPath", "classify_answer"]
 
@@ -299,6 +299,8 @@ class Manager:
 
         Raises:
             InvalidCurveError: ``curve`` is not a :class:`Curve`.
+            CurveNotInBindingError: ``curve`` is a lime 5.4 post-quantum algorithm, which
+                liblime 5.1.64 lacks; :class:`pylime.reference.ReferenceManager` has it.
             UserExistsError: the user already exists and is active.
             KeyServerError: the key server refused (the local user is then removed) or its
                 answer was lost (TransportError, KeyServerHTTPError...: the server may have
@@ -310,6 +312,11 @@ class Manager:
 
     def _begin_create_user(self, device_id: str, server_url: str, curve: Curve,
                            opk_batch: int) -> _Call:
+        if int(curve) in {int(c) for c in POST_QUANTUM_CURVES}:
+            raise errors.CurveNotInBindingError(
+                f"{Curve(int(curve)).name} is a lime 5.4 post-quantum algorithm: liblime 5.1.64 "
+                "does not have it; the pure-Python reference does (pylime.open_manager(..., "
+                "backend='reference'), or backend='auto' with curve=)")
         if int(curve) not in (int(Curve.C25519), int(Curve.C448)):
             raise errors.InvalidCurveError(f"unsupported curve {curve!r}")
         if not 0 <= opk_batch <= 0xFFFF:

@@ -9,14 +9,38 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Curve", "PeerStatus", "Policy"]
+__all__ = ["CLASSIC_CURVES", "POST_QUANTUM_CURVES", "Curve", "PeerStatus", "Policy"]
 
 
 class Curve(enum.IntEnum):
-    """The elliptic curve of a lime user; the value is lime's CurveId byte on the wire."""
+    """The base algorithm of a lime user; the value is lime's CurveId byte on the wire.
+
+    C25519 and C448 are lime 5.1's elliptic curves, served by both backends. The three
+    hybrids came with lime 5.4 (X25519/X448 plus a KEM, ``src/lime_keys.hpp``); liblime 5.1.64
+    has no such ids, so only the pure-Python reference speaks them.
+    """
 
     C25519 = 1
     C448 = 2
+    C25519K512 = 3  #: X25519 + Kyber-512 (round 3)
+    C25519MLK512 = 4  #: X25519 + ML-KEM-512
+    C448MLK1024 = 5  #: X448 + ML-KEM-1024
+
+    @property
+    def is_post_quantum(self) -> bool:
+        """True for the lime 5.4 hybrids (an elliptic curve plus a KEM)."""
+        return self in POST_QUANTUM_CURVES
+
+    @property
+    def ec(self) -> Curve:
+        """The elliptic curve under this algorithm (itself for C25519 and C448)."""
+        return Curve.C448 if self in (Curve.C448, Curve.C448MLK1024) else Curve.C25519
+
+
+#: lime 5.1's curves: every backend speaks them.
+CLASSIC_CURVES: tuple[Curve, ...] = (Curve.C25519, Curve.C448)
+#: lime 5.4's post-quantum hybrids: the reference only.
+POST_QUANTUM_CURVES: tuple[Curve, ...] = (Curve.C25519K512, Curve.C25519MLK512, Curve.C448MLK1024)
 
 
 class PeerStatus(enum.IntEnum):

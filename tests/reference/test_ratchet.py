@@ -8,7 +8,7 @@ from pylime import errors
 from pylime.reference import ratchet
 from pylime.reference.manager import x3dh_ad, x3dh_sk
 from pylime.reference.primitives import SIZES, hkdf_sha512, hmac_sha512, x_keypair
-from pylime.types import Curve
+from pylime.types import CLASSIC_CURVES, Curve
 
 
 def _pair(curve: Curve) -> tuple[ratchet.Session, ratchet.Session]:
@@ -48,7 +48,7 @@ def test_x3dh_helpers() -> None:
     assert x3dh_ad(b"I", b"R", "i", "r") != x3dh_ad(b"R", b"I", "r", "i")
 
 
-@pytest.mark.parametrize("curve", list(Curve))
+@pytest.mark.parametrize("curve", list(CLASSIC_CURVES))
 def test_round_trips_and_ratchet_steps(curve: Curve) -> None:
     """Messages flow both ways; each reply turns the DH ratchet and resets the counters."""
     alice, bob = _pair(curve)
