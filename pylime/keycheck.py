@@ -41,7 +41,11 @@ _CURVES = {int(c): c for c in CLASSIC_CURVES}  # keycheck knows the 5.1 DR heade
 
 
 def is_low_order(curve: Curve, x_public: bytes) -> bool:
-    """True if an exchange with this X25519/X448 public key gives the all-zero secret."""
+    """True if an exchange with this X25519/X448 public key gives the all-zero secret.
+
+    A post-quantum curve means its elliptic curve; ``x_public`` is then the EC key alone.
+    """
+    curve = Curve(curve).ec
     u = int.from_bytes(x_public, "little")
     if curve == Curve.C25519:
         u = (u & ((1 << 255) - 1)) % _P25519
@@ -56,7 +60,7 @@ def ed_to_x_u(curve: Curve, ed_public: bytes | bytearray) -> int:
     y read from the encoding (the sign bit ignored); a zero denominator inverts to zero, as
     in decaf. Shared with the reference's key conversion.
     """
-    return _ed_to_x_u(curve, bytes(ed_public))
+    return _ed_to_x_u(Curve(curve).ec, bytes(ed_public))
 
 
 @functools.lru_cache(maxsize=1024)  # public keys only: a bundle is checked, then used
@@ -79,6 +83,7 @@ def _inverse(x: int, p: int) -> int:
 
 def is_low_order_identity(curve: Curve, ed_public: bytes) -> bool:
     """True if an identity key (EdDSA encoding) converts to a low-order X key."""
+    curve = Curve(curve).ec
     return ed_to_x_u(curve, ed_public) in _LOW_ORDER[curve]
 
 
@@ -109,13 +114,18 @@ def dr_message_has_low_order_key(dr_message: bytes) -> bool:
 
 
 def low_order_bundle_device(message: protocol.PeerBundle) -> str | None:
-    """The device id of the first bundle of a parsed peerBundle with a low-order key, if any."""
-    curve = message.curve
+    """The device id of the first bundle of a parsed peerBundle with a low-order key, if any.
+
+    On a post-quantum curve the SPk and OPk are EC key ‖ KEM key: the EC key is checked.
+    """
+    curve = Curve(message.curve)
+    x = _X_SIZE[curve.ec]
     for bundle in message.bundles:
         if bundle.ik is None or bundle.spk is None:  # flag 2: no bundle
             continue
-        keys_bad = (is_low_order_identity(curve, bundle.ik) or is_low_order(curve, bundle.spk)
-                    or (bundle.opk is not None and is_low_order(curve, bundle.opk.public)))
+        keys_bad = (is_low_order_identity(curve, bundle.ik)
+                    or is_low_order(curve, bundle.spk[:x])
+                    or (bundle.opk is not None and is_low_order(curve, bundle.opk.public[:x])))
         if keys_bad:
             return bundle.device_id
     return None

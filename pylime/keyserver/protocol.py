@@ -1,5 +1,10 @@
 """lime's X3DH key-server messages (lime 5.1.64): constants, dataclasses, parsers and builders.
 
+lime 5.4 speaks the same protocol (version 0x01, the same message types and layouts) on its
+post-quantum curve ids 3-5: only the key sizes change, since an SPk or OPk is then the EC
+key followed by the KEM key, and the SPk signature covers both (lime 5.4
+``src/lime_x3dh_protocol.cpp``, ``src/lime_x3dh.hpp``).
+
 Both sides live here so the server, the pure-Python reference and the tests share one
 definition of the wire format (``lime-wire.md`` §4). Every message starts with the 3-byte
 header ``version ‖ type ‖ curve``; integers are big-endian. Requests are parsed strictly
@@ -114,7 +119,7 @@ class BundleFlag(enum.IntEnum):
 class KeySizes:
     """Public key and signature sizes of one curve, in bytes."""
 
-    x: int  # X25519 / X448 public key (SPk, OPk)
+    x: int  # SPk/OPk public key: X25519 / X448, or EC key ‖ KEM key on lime 5.4's hybrids
     ed: int  # Ed25519 / Ed448 public key (Ik)
     sig: int  # EdDSA signature
 
@@ -122,6 +127,10 @@ class KeySizes:
 KEY_SIZES: dict[Curve, KeySizes] = {
     Curve.C25519: KeySizes(x=32, ed=32, sig=64),
     Curve.C448: KeySizes(x=56, ed=57, sig=114),
+    # lime 5.4: X25519 + Kyber-512 / ML-KEM-512 (800-byte KEM key), X448 + ML-KEM-1024 (1568)
+    Curve.C25519K512: KeySizes(x=32 + 800, ed=32, sig=64),
+    Curve.C25519MLK512: KeySizes(x=32 + 800, ed=32, sig=64),
+    Curve.C448MLK1024: KeySizes(x=56 + 1568, ed=57, sig=114),
 }
 
 

@@ -30,6 +30,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from kyber_py.kyber import Kyber512
 from kyber_py.ml_kem import ML_KEM_512, ML_KEM_1024
@@ -84,6 +85,18 @@ def _register() -> None:
 _register()
 
 
+def _openssl_has_mlkem1024() -> bool:
+    try:
+        mlkem.MLKEM1024PrivateKey.from_seed_bytes(bytes(SEED_SIZE))
+    except UnsupportedAlgorithm:  # a cryptography built on a library without ML-KEM
+        return False
+    return True
+
+
+#: False where cryptography's backend lacks ML-KEM-1024: kyber-py then does it all.
+CRYPTOGRAPHY_MLKEM1024 = _openssl_has_mlkem1024()
+
+
 def private_size_ok(kem: Kem, size: int) -> bool:
     """True for a private key size this module accepts: the expanded key, or a ML-KEM seed."""
     return size == SIZES[kem].sk or (kem is not Kem.KYBER512 and size == SEED_SIZE)
@@ -115,9 +128,9 @@ def public_from_private(kem: Kem, private: Buffer) -> bytes:
         raise ValueError(f"a {kem.value} private key has {SIZES[kem].sk} bytes"
                          + ("" if kem is Kem.KYBER512 else f" (or a {SEED_SIZE}-byte seed)"))
     if len(raw) == SEED_SIZE:
-        if kem is Kem.MLKEM1024:
+        if kem is Kem.MLKEM1024 and CRYPTOGRAPHY_MLKEM1024:
             return mlkem.MLKEM1024PrivateKey.from_seed_bytes(raw).public_key().public_bytes_raw()
-        return ML_KEM_512.key_derive(raw)[0]
+        return _ml_kem(kem).key_derive(raw)[0]
     # Expanded keys carry the public key: ML-KEM dk = dk_pke ‖ ek ‖ H(ek) ‖ z, and Kyber
     # round 3 sk = sk_pke ‖ pk ‖ H(pk) ‖ z, with dk_pke of 384·k bytes.
     k = {Kem.KYBER512: 2, Kem.MLKEM512: 2, Kem.MLKEM1024: 4}[kem]
@@ -131,11 +144,11 @@ def encaps(kem: Kem, public: Buffer) -> tuple[bytes, bytes]:
         ValueError: a public key of the wrong size, or one ML-KEM refuses (FIPS 203 §7.2).
     """
     pk = _check(kem, "public key", public, SIZES[kem].pk)
-    if kem is Kem.MLKEM1024:
+    if kem is Kem.MLKEM1024 and CRYPTOGRAPHY_MLKEM1024:
         ss, ct = mlkem.MLKEM1024PublicKey.from_public_bytes(pk).encapsulate()
         return ct, ss
-    if kem is Kem.MLKEM512:
-        ss, ct = ML_KEM_512.encaps(pk)
+    if kem is not Kem.KYBER512:
+        ss, ct = _ml_kem(kem).encaps(pk)
         return ct, ss
     ss, ct = Kyber512.encaps(pk)
     return ct, ss
@@ -152,14 +165,17 @@ def decaps(kem: Kem, private: Buffer, ciphertext: Buffer) -> bytearray:
     if not private_size_ok(kem, len(raw)):
         raise ValueError(f"bad {kem.value} private key size {len(raw)}")
     if len(raw) == SEED_SIZE:
-        if kem is Kem.MLKEM1024:
+        if kem is Kem.MLKEM1024 and CRYPTOGRAPHY_MLKEM1024:
             key = mlkem.MLKEM1024PrivateKey.from_seed_bytes(raw)
             return bytearray(key.decapsulate(ct))
-        raw = ML_KEM_512.key_derive(raw)[1]
+        raw = _ml_kem(kem).key_derive(raw)[1]
     if kem is Kem.KYBER512:
         return bytearray(Kyber512.decaps(raw, ct))
-    impl = ML_KEM_512 if kem is Kem.MLKEM512 else ML_KEM_1024
-    return bytearray(impl.decaps(raw, ct))
+    return bytearray(_ml_kem(kem).decaps(raw, ct))
+
+
+def _ml_kem(kem: Kem):  # noqa: ANN202 - kyber-py's ML_KEM class has no public type
+    return ML_KEM_512 if kem is Kem.MLKEM512 else ML_KEM_1024
 
 
 def index(*parts: Buffer) -> bytes:

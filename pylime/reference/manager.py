@@ -34,7 +34,7 @@ from pylime.answers import OPERATION_FAILS, Kind, judge
 from pylime.database import Durability
 from pylime.keycheck import dr_message_has_low_order_key
 from pylime.keyserver import protocol as proto
-from pylime.reference import encoding
+from pylime.reference import encoding, hybrid
 from pylime.reference.primitives import (
     SIZES,
     InvalidTag,
@@ -53,7 +53,7 @@ from pylime.reference.primitives import (
     x_keypair,
 )
 from pylime.reference.ratchet import RANDOM_SEED_INFO, SEED_SIZE, Session
-from pylime.reference.storage import INACTIVE_USER_BIT, INVALID_IK, Db, LocalUser
+from pylime.reference.storage import INACTIVE_USER_BIT, INVALID_IK, AnySession, Db, LocalUser
 from pylime.results import DecryptResult, EncryptResult, RecipientResult
 from pylime.transport import Transport
 from pylime.types import Curve, PeerStatus, Policy
@@ -103,6 +103,26 @@ def _check_device_id(value: str, name: str) -> str:
     if len(_check_str(value, name).encode("utf-8")) > proto.MAX_DEVICE_ID_SIZE:
         raise ValueError(f"{name} is longer than the protocol's {proto.MAX_DEVICE_ID_SIZE} bytes")
     return value
+
+
+def _new_prekey(curve: Curve) -> tuple[bytes, bytearray, bytes]:
+    """A fresh SPk/OPk: (stored public part, stored private part, published public key).
+
+    The stored blob is public ‖ private in lime's layout for the curve (see
+    :func:`pylime.reference.storage.published_prekey`).
+    """
+    if curve.is_post_quantum:
+        key = hybrid.PreKey.generate(curve)
+        private = bytearray(key.private_part)
+        key.wipe()
+        return key.ec_pub, private, key.public
+    pub, priv = x_keypair(curve)
+    return pub, priv, pub
+
+
+def _chain_key(session: AnySession) -> bytes:
+    """What names a session's receiving chain among the skipped keys."""
+    return session.chain_key if isinstance(session, hybrid.HybridSession) else session.dhr
 
 
 def _direct(policy: Policy, n: int, p: int) -> bool:
@@ -255,8 +275,8 @@ class ReferenceManager:
         spk = db.active_spk(user.uid, user.curve)
         with db.transaction():
             if spk is None:
-                pub, priv = x_keypair(user.curve)
-                spk = (db.insert_spk(user.uid, pub, bytes(priv)), pub)
+                pub, priv, published = _new_prekey(user.curve)
+                spk = (db.insert_spk(user.uid, pub, bytes(priv)), published)
                 wipe(priv)
             opks = db.active_opks(user.uid, user.curve)
             if not opks:
@@ -269,10 +289,9 @@ class ReferenceManager:
 
     @staticmethod
     def _new_opks(db: Db, user: LocalUser, count: int) -> list[tuple[int, bytes]]:
-        keys = [x_keypair(user.curve) for _ in range(count)]
-        pubs = [k[0] for k in keys]
-        ids = db.insert_opks(user.uid, keys)
-        return list(zip(ids, pubs))
+        made = [_new_prekey(user.curve) for _ in range(count)]
+        ids = db.insert_opks(user.uid, [(pub, priv) for pub, priv, _ in made])
+        return list(zip(ids, [published for _, _, published in made]))
 
     # ------------------------------------------------------------------ users
 
@@ -285,9 +304,10 @@ class ReferenceManager:
             when the server refused it, kept pending when the answer was lost: see
             :meth:`pylime.Manager.create_user`).
         """
-        if int(curve) not in (int(Curve.C25519), int(Curve.C448)):
-            raise errors.InvalidCurveError(f"unsupported curve {curve!r}")
-        curve = Curve(int(curve))
+        try:
+            curve = Curve(int(curve))
+        except ValueError:
+            raise errors.InvalidCurveError(f"unsupported curve {curve!r}") from None
         if not 0 <= opk_batch <= 0xFFFF:
             raise ValueError("opk_batch must be between 0 and 65535")
         _check_device_id(device_id, "device_id")
@@ -429,18 +449,18 @@ class ReferenceManager:
     def _update_spk(self, db: Db, user: LocalUser, _low: int, _batch: int) -> None:
         if db.current_spk_valid(user.uid):
             return
-        pub, priv = x_keypair(user.curve)
+        pub, priv, published = _new_prekey(user.curve)
         with db.transaction():
             spk_id = db.insert_spk(user.uid, pub, bytes(priv))
         wipe(priv)
-        sig = ed_sign(user.curve, user.ik_priv, pub)
-        body = proto.PostSPk(user.curve, pub, sig, spk_id).to_bytes()
+        sig = ed_sign(user.curve, user.ik_priv, published)
+        body = proto.PostSPk(user.curve, published, sig, spk_id).to_bytes()
         self._handle_ack(db, user, self._post(user, body, errors.KeyServerError))
 
     # ------------------------------------------------------------------ X3DH
 
     def _x3dh_initiate(self, db: Db, user: LocalUser, ik_x: XKey,
-                       bundle: proto.Bundle) -> Session:
+                       bundle: proto.Bundle) -> AnySession:
         """X3DH initiator for one bundle (§2.1); raises EncryptionError like lime's whole-call failure.
 
         ``ik_x`` is the user's identity key in X form, prepared once for every bundle.
@@ -458,6 +478,8 @@ class ReferenceManager:
             raise errors.EncryptionError(
                 f"Error during the peer Bundle processing: {bundle.device_id!r} changed its "
                 "identity key") from None
+        if curve.is_post_quantum:
+            return self._hybrid_initiate(db, user, bundle, did)
         ek_pub, ek = x_generate(curve)
         parts = [
             ik_x.exchange(bundle.spk),
@@ -480,10 +502,67 @@ class ReferenceManager:
         wipe(sk)
         return session
 
+    @staticmethod
+    def _hybrid_initiate(db: Db, user: LocalUser, bundle: proto.Bundle,
+                         did: int) -> hybrid.HybridSession:
+        """lime 5.4's hybrid X3DH initiator for one (checked) bundle."""
+        assert bundle.ik is not None and bundle.spk is not None and bundle.spk_id is not None
+        curve = user.curve
+        opk = (bundle.opk.public, bundle.opk.id) if bundle.opk is not None else None
+        db.load_seed(user)
+        try:
+            sk, init = hybrid.initiate(curve, user.ik_pub, user.ik_priv, bundle.ik, bundle.spk,
+                                       bundle.spk_id, opk)
+        except ValueError:
+            raise errors.EncryptionError(
+                f"Error during the peer Bundle processing: {bundle.device_id!r} sent an "
+                "invalid key") from None
+        ad = x3dh_ad(user.ik_pub, bundle.ik, user.device_id, bundle.device_id)
+        try:
+            return hybrid.HybridSession.as_sender(curve, user.uid, did, sk, ad, bundle.spk,
+                                                  init.to_bytes(), bundle.device_id, bundle.ik)
+        finally:
+            wipe(sk)
+
+    def _hybrid_respond(self, db: Db, user: LocalUser, sender: str,
+                        init: encoding.X3DHInit) -> hybrid.HybridSession:
+        """lime 5.4's hybrid X3DH responder from an X3DH init."""
+        curve = user.curve
+        blob = db.spk_blob(user.uid, init.spk_id)
+        if blob is None:
+            raise errors.UnknownOPkError("the X3DH init names a signed prekey this device lacks")
+        spk = hybrid.PreKey.from_blob(curve, blob)
+        opk = None
+        if init.opk_id is not None:
+            opk_blob = db.opk_blob(user.uid, init.opk_id)
+            if opk_blob is None:
+                spk.wipe()
+                raise errors.UnknownOPkError(
+                    "the X3DH init names a one-time prekey this device does not hold "
+                    "(already used, or never published)")
+            opk = hybrid.PreKey.from_blob(curve, opk_blob)
+        try:
+            sk = hybrid.respond(curve, user.ik_pub, user.ik_priv, spk, opk, init)
+        except ValueError:
+            raise errors.MalformedMessageError("the X3DH init carries an invalid key") from None
+        finally:
+            if opk is not None:
+                opk.wipe()
+        ad = x3dh_ad(init.ik, user.ik_pub, sender, user.device_id)
+        try:
+            did = db.check_peer_device(sender, init.ik)
+            return hybrid.HybridSession.as_receiver(curve, user.uid, did, sk, ad, spk,
+                                                    init.opk_id or 0, sender, init.ik)
+        finally:
+            wipe(sk)
+            spk.wipe()
+
     def _x3dh_respond(self, db: Db, user: LocalUser, sender: str,
-                      init: encoding.X3DHInit) -> Session:
+                      init: encoding.X3DHInit) -> AnySession:
         """X3DH responder (§2.1) from an X3DH init; raises UnknownOPkError/IdentityKeyChangedError."""
         curve = user.curve
+        if curve.is_post_quantum:
+            return self._hybrid_respond(db, user, sender, init)
         spk = db.get_spk(user.uid, init.spk_id, curve)
         if spk is None:
             raise errors.UnknownOPkError("the X3DH init names a signed prekey this device lacks")
@@ -553,7 +632,7 @@ class ReferenceManager:
     def _encrypt(self, db: Db, user: LocalUser, ruid: str, ids: list[str], plain: bytes,
                  policy: Policy) -> EncryptResult:
         statuses: dict[str, PeerStatus] = {}
-        sessions: dict[str, Session] = {}
+        sessions: dict[str, AnySession] = {}
         missing: list[str] = []
         unique = list(dict.fromkeys(ids))
         for d, (statuses[d], s) in db.active_sessions_and_statuses(
@@ -571,7 +650,7 @@ class ReferenceManager:
 
     def _encrypt_to(self, db: Db, user: LocalUser, ruid: str, ids: list[str], plain: bytes,
                     policy: Policy, statuses: dict[str, PeerStatus],
-                    sessions: dict[str, Session], missing: list[str]) -> EncryptResult:
+                    sessions: dict[str, AnySession], missing: list[str]) -> EncryptResult:
         failed: set[str] = set()
         if missing:
             answer = self._post(user, proto.GetPeerBundle(user.curve, tuple(missing)).to_bytes(),
@@ -619,7 +698,7 @@ class ReferenceManager:
         return EncryptResult(cipher, tuple(out))
 
     def _initiate_all(self, db: Db, user: LocalUser, ik_x: XKey, answer: proto.PeerBundle,
-                      sessions: dict[str, Session], answered: set[str],
+                      sessions: dict[str, AnySession], answered: set[str],
                       failed: set[str]) -> None:
         """One X3DH session per bundle of a peerBundle answer."""
         for bundle in answer.bundles:
@@ -679,9 +758,9 @@ class ReferenceManager:
         for session in candidates:
             state: SkippedState = (False, False, None)
             if header is not None and session.skipped_chains:
-                state = db.skipped_state(session.session_id, header.dhs, header.ns)
+                state = db.skipped_state(session.session_id, header.chain_index, header.ns)
                 session.skipped_chains = state[0]
-            mine = header is not None and (header.dhs == session.dhr or state[1])
+            mine = header is not None and (header.chain_index == _chain_key(session) or state[1])
             before = len(reasons)
             payload = self._try(db, session, dr, prefix, direct, reasons, parsed, state)
             if payload is not None:
@@ -707,7 +786,7 @@ class ReferenceManager:
         return DecryptResult(status, self._finish(user, ruid, sender, payload, cipher))
 
     @staticmethod
-    def _try(db: Db, session: Session, dr: bytes, prefix: bytes, direct: bool,
+    def _try(db: Db, session: AnySession, dr: bytes, prefix: bytes, direct: bool,
              reasons: list[errors.DecryptionError],
              parsed: tuple[encoding.DRHeader, int] | None,
              state: SkippedState = (False, False, None)) -> bytes | None:
@@ -720,12 +799,12 @@ class ReferenceManager:
         known = parsed[0] if parsed is not None else None
 
         def lookup(dhr: bytes, nr: int) -> tuple[int, bytes] | None:
-            if known is not None and (dhr, nr) == (known.dhs, known.ns):
+            if known is not None and (dhr, nr) == (known.chain_index, known.ns):
                 return state[2]
             return db.skipped_key(sid, dhr, nr) if sid else None
 
         def chain_exists(dhr: bytes) -> bool:
-            if known is not None and dhr == known.dhs:
+            if known is not None and dhr == known.chain_index:
                 return state[1]
             return db.has_chain(sid, dhr) if sid else False
 

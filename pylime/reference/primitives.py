@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ed448, x448
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pylime.keycheck import ed_to_x_u
-from pylime.types import Curve
+from pylime.types import POST_QUANTUM_CURVES, Curve
 
 __all__ = [
     "SIZES",
@@ -90,6 +90,10 @@ SIZES: dict[Curve, CurveSizes] = {
     Curve.C25519: CurveSizes(x_pub=32, ed_pub=32, sig=64),
     Curve.C448: CurveSizes(x_pub=56, ed_pub=57, sig=114),
 }
+# lime 5.4's hybrids use their elliptic curve's keys and signatures (the KEM sizes are in
+# pylime.reference.kem); every function here takes a hybrid for its curve.
+SIZES.update({c: SIZES[c.ec] for c in POST_QUANTUM_CURVES})
+_ON_25519 = frozenset(c for c in Curve if c.ec is Curve.C25519)
 
 
 def wipe(buf: bytearray | None) -> None:
@@ -148,12 +152,12 @@ def random_id() -> int:
 
 
 def _x_size(curve: Curve) -> int:
-    return 32 if curve == Curve.C25519 else 56
+    return 32 if curve in _ON_25519 else 56
 
 
 def _check_x(curve: Curve, key: Buffer, what: str) -> bytes:
     if len(key) != _x_size(curve):
-        raise ValueError(f"an X{'25519' if curve == Curve.C25519 else '448'} {what} has "
+        raise ValueError(f"an X{'25519' if curve in _ON_25519 else '448'} {what} has "
                          f"{_x_size(curve)} bytes, not {len(key)}")
     return bytes(key)
 
@@ -161,7 +165,7 @@ def _check_x(curve: Curve, key: Buffer, what: str) -> bytes:
 def x_public(curve: Curve, priv: Buffer) -> bytes:
     """The X-format public key of a raw X private key."""
     raw = _check_x(curve, priv, "private key")
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return sodium.crypto_scalarmult_base(raw)
     return x448.X448PrivateKey.from_private_bytes(raw).public_key().public_bytes_raw()
 
@@ -175,7 +179,7 @@ def x_keypair(curve: Curve) -> tuple[bytes, bytearray]:
 def dh(curve: Curve, priv: Buffer, pub: Buffer) -> bytearray:
     """X25519/X448; raises ValueError on an all-zero result (low-order peer point), as lime does."""
     raw, peer = _check_x(curve, priv, "private key"), _check_x(curve, pub, "public key")
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return _x25519(raw, peer)
     return _x448(x448.X448PrivateKey.from_private_bytes(raw), peer)
 
@@ -211,7 +215,7 @@ class XKey:
                  key: x448.X448PrivateKey | None = None) -> None:
         self.curve = curve
         self.raw = raw
-        if curve == Curve.C448 and key is None:
+        if curve not in _ON_25519 and key is None:
             key = x448.X448PrivateKey.from_private_bytes(_check_x(curve, raw, "private key"))
             public = key.public_key().public_bytes_raw() if public is None else public
         self._key = key
@@ -246,7 +250,7 @@ def x_key(curve: Curve, priv: bytearray) -> XKey:
 def x_generate(curve: Curve) -> tuple[bytes, XKey]:
     """A fresh X key pair, its private half ready for exchanges."""
     priv = bytearray(secrets.token_bytes(SIZES[curve].x_priv))
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return sodium.crypto_scalarmult_base(bytes(priv)), XKey(curve, priv)
     key = XKey(curve, priv)
     assert key.public is not None
@@ -352,7 +356,7 @@ def ed25519ctx_verify(public: Buffer, message: Buffer, signature: Buffer,
 
 def ed_public(curve: Curve, seed: Buffer) -> bytes:
     """The Ed public key (RFC 8032 encoding) of an Ed seed."""
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return ed25519ctx_public(seed)
     return ed448.Ed448PrivateKey.from_private_bytes(bytes(seed)).public_key().public_bytes_raw()
 
@@ -365,14 +369,14 @@ def ed_keypair(curve: Curve) -> tuple[bytes, bytearray]:
 
 def ed_sign(curve: Curve, seed: Buffer, message: Buffer) -> bytes:
     """lime's signature: Ed25519ctx (empty context) or Ed448 (empty context)."""
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return ed25519ctx_sign(seed, message)
     return ed448.Ed448PrivateKey.from_private_bytes(bytes(seed)).sign(bytes(message))
 
 
 def ed_verify(curve: Curve, public: Buffer, message: Buffer, signature: Buffer) -> bool:
     """Verify a lime signature; False for a bad signature or an undecodable key."""
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return ed25519ctx_verify(public, message, signature)
     try:
         ed448.Ed448PublicKey.from_public_bytes(bytes(public)).verify(bytes(signature), bytes(message))
@@ -383,7 +387,7 @@ def ed_verify(curve: Curve, public: Buffer, message: Buffer, signature: Buffer) 
 
 def ed_to_x_private(curve: Curve, seed: Buffer) -> bytearray:
     """Ed seed → X private key: SHA-512(seed)[:32] or SHAKE256(seed, 56) (§1.3)."""
-    if curve == Curve.C25519:
+    if curve in _ON_25519:
         return bytearray(hashlib.sha512(bytes(seed)).digest()[:32])
     return bytearray(hashlib.shake_256(bytes(seed)).digest(56))
 
@@ -391,7 +395,7 @@ def ed_to_x_private(curve: Curve, seed: Buffer) -> bytearray:
 def ed_to_x_public(curve: Curve, public: Buffer) -> bytes:
     """Ed public key → X public key with the birational / 4-isogeny maps of §1.3."""
     public = bytes(public)
-    size = 32 if curve == Curve.C25519 else 57
+    size = 32 if curve in _ON_25519 else 57
     if len(public) != size:
         raise ValueError(f"bad Ed{'25519' if size == 32 else '448'} public key size")
-    return ed_to_x_u(curve, public).to_bytes(_x_size(curve), "little")
+    return ed_to_x_u(Curve(curve).ec, public).to_bytes(_x_size(curve), "little")

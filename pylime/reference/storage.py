@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from pylime import database, errors
 from pylime.database import Durability
+from pylime.reference import kem
+from pylime.reference.hybrid import HybridSession
 from pylime.reference.primitives import SIZES, XKey, random_id, wipe
 from pylime.reference.ratchet import MAX_MESSAGES_RECEIVED_AFTER_SKIP, Session
 from pylime.types import Curve, PeerStatus
@@ -76,6 +78,33 @@ SCHEMA = [
     + _T + "FOREIGN KEY(Uid) REFERENCES lime_LocalUsers(Uid) ON UPDATE CASCADE ON DELETE "
     "CASCADE);",
 ]
+
+
+# lime 5.4 keeps a hybrid session's KEM state in DR_sessions.DHrStatus and its timeStamp; the
+# reference keeps lime 5.1.64's DR_sessions as it is (liblime opens the file) and puts that
+# state beside it, in a table of its own created with the first hybrid session.
+KEM_SESSIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS pylime_KEM_sessions(sessionId INTEGER PRIMARY KEY NOT NULL,"
+    " DHrStatus INTEGER NOT NULL DEFAULT 0, lastKEM INTEGER NOT NULL DEFAULT 0,"
+    " FOREIGN KEY(sessionId) REFERENCES DR_sessions(sessionId) ON UPDATE CASCADE"
+    " ON DELETE CASCADE);"
+)
+
+
+def published_prekey(curve: Curve, blob: bytes) -> bytes:
+    """The public key a stored SPk/OPk blob publishes: the X key, or EC key ‖ KEM key.
+
+    Stored blobs are lime's: public ‖ private (5.1), EC public ‖ EC private ‖ KEM public ‖
+    KEM private (5.4 hybrids).
+    """
+    x = SIZES[curve].x_pub
+    if not curve.is_post_quantum:
+        return bytes(blob[:x])
+    pk = kem.SIZES[kem.KEM_OF[curve]].pk
+    return bytes(blob[:x]) + bytes(blob[2 * x:2 * x + pk])
+
+
+AnySession = Session | HybridSession
 
 
 @dataclass
@@ -311,7 +340,21 @@ class Db:
         ).fetchone()
         if row is None:
             return None
-        return int(row[1]), bytes(row[0][: SIZES[curve].x_pub])
+        return int(row[1]), published_prekey(curve, row[0])
+
+    def spk_blob(self, uid: int, spk_id: int) -> bytes | None:
+        """A stored SPk blob by id, whatever its status (hybrids split it with PreKey)."""
+        row = self.conn.execute(
+            "SELECT SPk FROM X3DH_SPk WHERE Uid = ? AND SPKid = ? LIMIT 1;", (uid, spk_id)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def opk_blob(self, uid: int, opk_id: int) -> bytes | None:
+        """A stored OPk blob by id."""
+        row = self.conn.execute(
+            "SELECT OPk FROM X3DH_OPK WHERE Uid = ? AND OPKid = ? LIMIT 1;", (uid, opk_id)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
 
     def get_spk(self, uid: int, spk_id: int, curve: Curve) -> tuple[bytes, bytearray] | None:
         """An SPk pair by id, whatever its status."""
@@ -335,12 +378,11 @@ class Db:
 
     def active_opks(self, uid: int, curve: Curve) -> list[tuple[int, bytes]]:
         """(id, public) of the user's OPks believed on the server, in id order."""
-        x = SIZES[curve].x_pub
         rows = self.conn.execute(
             "SELECT OPKid, OPK FROM X3DH_OPK WHERE Uid = ? AND Status = 1 ORDER BY OPKid",
             (uid,),
         )
-        return [(int(i), bytes(k[:x])) for i, k in rows]
+        return [(int(i), published_prekey(curve, k)) for i, k in rows]
 
     def insert_opks(self, uid: int, keys: list[tuple[bytes, bytearray]]) -> list[int]:
         """Insert OPk pairs with fresh unique ids; return the ids in order."""
@@ -401,8 +443,14 @@ class Db:
 
     # ------------------------------------------------------------------ sessions
 
-    def _session_from_row(self, curve: Curve, row: tuple) -> Session:  # type: ignore[type-arg]
+    def _session_from_row(self, curve: Curve, row: tuple) -> AnySession:  # type: ignore[type-arg]
         sid, did, uid, ns, nr, pn, dhr, dhs, rk, cks, ckr, ad, status, x3dh = row
+        if curve.is_post_quantum:
+            kem_row = self._kem_state(int(sid))
+            return HybridSession.from_row(
+                curve, int(uid), int(did), rk, cks, ckr, bytes(dhs), bytes(dhr), bytes(ad),
+                int(ns), int(nr), int(pn), status == 1, bytes(x3dh) if x3dh else None,
+                int(sid), *kem_row)
         x = SIZES[curve].x_pub
         session = Session(
             curve, int(uid), int(did), bytearray(rk), bytearray(cks), bytearray(ckr),
@@ -415,7 +463,19 @@ class Db:
             session.dhs_key = XKey(curve, session.dhs_priv, loaded[0], loaded[1].key_object)
         return session
 
-    def _keep_key(self, s: Session) -> None:
+    def _kem_state(self, session_id: int) -> tuple[int, int]:
+        """(DHrStatus, last KEM step epoch) of a hybrid session."""
+        try:
+            row = self.conn.execute(
+                "SELECT DHrStatus, lastKEM FROM pylime_KEM_sessions WHERE sessionId = ?",
+                (session_id,)).fetchone()
+        except sqlite3.OperationalError:  # no hybrid session was ever saved here
+            row = None
+        if row is None:
+            raise errors.InternalError("a hybrid session lost its KEM state")
+        return int(row[0]), int(row[1])
+
+    def _keep_key(self, s: AnySession) -> None:
         """Remember a saved session's loaded ratchet key (curve448 only: see the class)."""
         if s.dhs_key is None or s.dhs_key.key_object is None:
             return
@@ -432,12 +492,12 @@ class Db:
     # saving a round trip; asked separately only when there is no session.
     _STATUS_COLUMN = "(SELECT Status FROM Lime_PeerDevices WHERE DeviceId = ?1 LIMIT 1)"
 
-    def active_session(self, uid: int, device_id: str, curve: Curve) -> Session | None:
+    def active_session(self, uid: int, device_id: str, curve: Curve) -> AnySession | None:
         """The active session of a local user with a peer device."""
         return self.active_session_and_status(uid, device_id, curve)[1]
 
     def active_session_and_status(self, uid: int, device_id: str,
-                                  curve: Curve) -> tuple[PeerStatus, Session | None]:
+                                  curve: Curve) -> tuple[PeerStatus, AnySession | None]:
         """The peer device's status and the active session with it, in one query."""
         row = self.conn.execute(
             f"SELECT {self._STATUS_COLUMN}, {self._SESSION_COLUMNS} FROM DR_sessions as s "
@@ -451,11 +511,11 @@ class Db:
 
     def active_sessions_and_statuses(
         self, uid: int, device_ids: list[str], curve: Curve,
-    ) -> dict[str, tuple[PeerStatus, Session | None]]:
+    ) -> dict[str, tuple[PeerStatus, AnySession | None]]:
         """:meth:`active_session_and_status` for many devices, in two queries per 500."""
         if len(device_ids) == 1:
             return {device_ids[0]: self.active_session_and_status(uid, device_ids[0], curve)}
-        out: dict[str, tuple[PeerStatus, Session | None]] = {}
+        out: dict[str, tuple[PeerStatus, AnySession | None]] = {}
         for start in range(0, len(device_ids), 500):
             chunk = device_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
@@ -478,12 +538,12 @@ class Db:
                                self._session_from_row(curve, row) if row else None)
         return out
 
-    def sessions_with(self, uid: int, device_id: str, curve: Curve) -> list[Session]:
+    def sessions_with(self, uid: int, device_id: str, curve: Curve) -> list[AnySession]:
         """Every session with a peer device, active first then oldest first (lime's order)."""
         return self.sessions_and_status(uid, device_id, curve)[1]
 
     def sessions_and_status(self, uid: int, device_id: str,
-                            curve: Curve) -> tuple[PeerStatus, list[Session]]:
+                            curve: Curve) -> tuple[PeerStatus, list[AnySession]]:
         """The peer device's status and every session with it (:meth:`sessions_with`).
 
         Each session also learns whether any skipped-key chain is stored for it.
@@ -545,7 +605,7 @@ class Db:
             is not None
         )
 
-    def save(self, s: Session) -> None:
+    def save(self, s: AnySession) -> None:
         """Save a session in a transaction of its own, or in the caller's.
 
         A save that is a single UPDATE runs without BEGIN and COMMIT: SQLite makes one
@@ -559,7 +619,7 @@ class Db:
         with self.transaction():
             self.save_session(s)
 
-    def save_many(self, sessions: list[Session]) -> None:
+    def save_many(self, sessions: list[AnySession]) -> None:
         """Save sessions in one transaction; plain encryptions in one executemany."""
         if len(sessions) == 1:
             self.save(sessions[0])
@@ -576,7 +636,7 @@ class Db:
                 if s.dirty != "clean" or s.session_id == 0:
                     self.save_session(s)
 
-    def save_session(self, s: Session) -> None:
+    def save_session(self, s: AnySession) -> None:
         """Write a session the way lime's ``session_save`` does (inside the caller's transaction)."""
         c = self.conn
         if s.session_id == 0:
@@ -662,6 +722,11 @@ class Db:
             dhid = s.used_skipped[0]
             if c.execute("SELECT Nr from DR_MSk_MK WHERE DHid = ? LIMIT 1;", (dhid,)).fetchone() is None:
                 c.execute("DELETE from DR_MSk_DHr WHERE DHid = ?;", (dhid,))
+        if isinstance(s, HybridSession):
+            c.execute(KEM_SESSIONS_DDL)
+            c.execute(
+                "INSERT OR REPLACE INTO pylime_KEM_sessions(sessionId, DHrStatus, lastKEM) "
+                "VALUES (?, ?, ?)", (s.session_id, s.status, s.last_kem))
         s.used_skipped = None
         s.new_skipped = []
         s.dirty = "clean"
@@ -680,9 +745,9 @@ def _status(device_id: str, value: object) -> PeerStatus:
 _STATUSES = {int(p): p for p in (PeerStatus.UNTRUSTED, PeerStatus.TRUSTED, PeerStatus.UNSAFE)}
 
 
-def _one_statement(s: Session) -> bool:
+def _one_statement(s: AnySession) -> bool:
     """True when :meth:`Db.save_session` will run exactly one statement for ``s``."""
-    if s.session_id == 0 or s.used_skipped is not None or s.new_skipped:
+    if isinstance(s, HybridSession) or s.session_id == 0 or s.used_skipped is not None or s.new_skipped:
         return False
     if s.dirty == "encrypt":
         return True
