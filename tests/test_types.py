@@ -32,6 +32,8 @@ def test_enum_values_equal_the_compiled_ones(enum):
     from pylime._lime import lib
 
     for member in enum:
+        if enum is Curve and member.is_post_quantum:  # lime 5.4 ids, not in liblime 5.1.64
+            continue
         assert getattr(lib, C_NAMES[enum].format(C_MEMBER[member.name])) == member.value
 
 

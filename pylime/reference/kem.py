@@ -29,6 +29,7 @@ import enum
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import mlkem
@@ -130,7 +131,7 @@ def public_from_private(kem: Kem, private: Buffer) -> bytes:
     if len(raw) == SEED_SIZE:
         if kem is Kem.MLKEM1024 and CRYPTOGRAPHY_MLKEM1024:
             return mlkem.MLKEM1024PrivateKey.from_seed_bytes(raw).public_key().public_bytes_raw()
-        return _ml_kem(kem).key_derive(raw)[0]
+        return bytes(_ml_kem(kem).key_derive(raw)[0])
     # Expanded keys carry the public key: ML-KEM dk = dk_pke ‖ ek ‖ H(ek) ‖ z, and Kyber
     # round 3 sk = sk_pke ‖ pk ‖ H(pk) ‖ z, with dk_pke of 384·k bytes.
     k = {Kem.KYBER512: 2, Kem.MLKEM512: 2, Kem.MLKEM1024: 4}[kem]
@@ -174,7 +175,7 @@ def decaps(kem: Kem, private: Buffer, ciphertext: Buffer) -> bytearray:
     return bytearray(_ml_kem(kem).decaps(raw, ct))
 
 
-def _ml_kem(kem: Kem):  # noqa: ANN202 - kyber-py's ML_KEM class has no public type
+def _ml_kem(kem: Kem) -> Any:  # kyber-py's ML_KEM class has no public type
     return ML_KEM_512 if kem is Kem.MLKEM512 else ML_KEM_1024
 
 
