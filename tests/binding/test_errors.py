@@ -44,9 +44,10 @@ def test_is_user_is_false_for_an_unknown_user(world):
     assert alice.manager.is_user(GHOST) is False
 
 
-@pytest.mark.parametrize("bad", [0, 3, 25519, -1])
+@pytest.mark.parametrize("bad", [0, 6, 25519, -1])
 def test_bad_curve_raises_invalid_curve(world, bad):
-    """A curve other than curve25519 or curve448 raises InvalidCurveError (a ValueError)."""
+    """A curve id lime has not (neither 5.1's 1-2 nor 5.4's 3-5) raises InvalidCurveError (a
+    ValueError); the post-quantum 3-5 are tests/reference/test_post_quantum.py's."""
     alice = world.device("alice", create=False)
     with pytest.raises(InvalidCurveError) as caught:
         alice.manager.create_user(alice.device_id, "https://k.example.org", bad)

@@ -51,9 +51,9 @@ def test_wrong_version_is_bad_protocol_version(server: KeyServer, curve: Curve) 
     assert _is_error(server.handle(ALICE, body), curve, 0x03)
 
 
-@pytest.mark.parametrize("curve_byte", [0, 3, 4, 0xFF])
+@pytest.mark.parametrize("curve_byte", [0, 6, 0x42, 0xFF])
 def test_unserved_curve_is_bad_curve(server: KeyServer, curve_byte: int) -> None:
-    """A curve id other than 1 or 2 is answered with bad_curve (0x01)."""
+    """A curve id other than lime's 1-5 is answered with bad_curve (0x01)."""
     assert _is_error(server.handle(ALICE, hdr(0x07, curve_byte)), curve_byte, 0x01)
 
 

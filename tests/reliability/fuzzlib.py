@@ -471,7 +471,7 @@ class KeyServerTarget:
                 raise Finding("malformed-answer", "an error message without its code")
             outcome = f"error-0x{answer[3]:02x}"
         else:
-            if answer[2] in (1, 2):
+            if answer[2] in (1, 2, 3, 4, 5):  # every curve the server serves
                 try:
                     parse_response(answer)
                 except X3DHParseError as exc:
