@@ -101,7 +101,9 @@ ENV = {
 #: --backend's choices (pylime.backend): "auto" is the binding where it is built.
 BACKENDS = ("auto", "lime", "reference")
 DEFAULT_DB = "pylime.sqlite3"
-_CURVES = {"c25519": Curve.C25519, "c448": Curve.C448}
+# lime's own spellings (lime 5.4's CurveId names for the post-quantum hybrids)
+_CURVES = {"c25519": Curve.C25519, "c448": Curve.C448, "c25519k512": Curve.C25519K512,
+           "c25519mlk512": Curve.C25519MLK512, "c448mlk1024": Curve.C448MLK1024}
 
 
 @dataclass(frozen=True)
@@ -436,7 +438,7 @@ def local_devices(path: str) -> list[LocalDevice]:
 
 
 def curve_name(curve: int) -> str:
-    """``c25519`` / ``c448`` (the CLI's spelling), or ``unknown(N)``."""
+    """``c25519`` / ``c448`` / ``c25519mlk512``... (the CLI's spelling), or ``unknown(N)``."""
     for name, value in _CURVES.items():
         if int(value) == curve:
             return name

@@ -20,6 +20,10 @@ envelope      Linphone's multipart/encrypted chat messages in a room, replies
 auth          the key server refuses a device without (or with wrong) credentials
 =============  ==================================================================
 
+On lime 5.4's post-quantum algorithms (c25519k512, c25519mlk512, c448mlk1024) only the
+reference speaks them, so their rows run reference↔reference: one-to-one, multi-device,
+group under each policy, out-of-order, stale-session and prekeys.
+
 One table (or ``--json``) of results and timings; exit 0 only if every check passed.
 """
 
@@ -63,6 +67,7 @@ from pylime.commands.common import (
     console,
     curve_name,
     load_credentials,
+    parse_curve,
     report_failure,
 )
 from pylime.types import Curve, PeerStatus, Policy
@@ -618,6 +623,10 @@ def plan(curves: Sequence[Curve], backends: Sequence[str], *, with_auth: bool) -
     cross = [(a, b) for a, b in pairs if a != b] or pairs[:1]
     mixed = "+".join(backends)
     for curve in curves:
+        if curve.is_post_quantum:
+            if "reference" in backends:
+                cases += _post_quantum_cases(curve)
+            continue
         for a, b in pairs:
             cases.append(Case("one-to-one", curve, f"{a}→{b}",
                               lambda s, a=a, b=b: one_to_one(s, a, b)))  # type: ignore[misc]
@@ -644,6 +653,21 @@ def plan(curves: Sequence[Curve], backends: Sequence[str], *, with_auth: bool) -
         cases.append(Case("envelope", curve, mixed, lambda s: envelope(s, backends)))
     if with_auth:
         cases.append(Case("auth", curves[0], "reference", auth))
+    return cases
+
+
+def _post_quantum_cases(curve: Curve) -> list[Case]:
+    """The rows of a post-quantum algorithm: the reference with itself (liblime 5.1.64 has none)."""
+    ref = "reference"
+    pair = f"{ref}→{ref}"
+    cases = [Case("one-to-one", curve, pair, lambda s: one_to_one(s, ref, ref)),
+             Case("multi-device", curve, ref, lambda s: multi_device(s, [ref]))]
+    for policy in Policy:
+        cases.append(Case(f"group {policy.name.lower()}", curve, ref,
+                          lambda s, p=policy: group(s, [ref], p)))  # type: ignore[misc]
+    cases += [Case("out-of-order", curve, pair, lambda s: out_of_order(s, ref, ref)),
+              Case("stale-session", curve, pair, lambda s: stale_session(s, ref, ref)),
+              Case("prekeys", curve, pair, lambda s: prekeys(s, ref, ref))]
     return cases
 
 
@@ -745,8 +769,10 @@ def _choose_backends(wanted: Sequence[str]) -> tuple[list[str], list[str]]:
                    "PYLIME_USERNAME/PYLIME_PASSWORD; none: an open server].")
 @click.option("--realm", default=EMBEDDED_REALM, show_default=True, metavar="DOMAIN",
               help="--against: the SIP domain of the run's device ids (the account's realm).")
-@click.option("--curve", "curves", multiple=True, type=click.Choice(["c25519", "c448"]),
-              help="Run on this curve only (repeat) [default: both].")
+@click.option("--curve", "curves", multiple=True,
+              type=click.Choice(["c25519", "c448", "c25519k512", "c25519mlk512", "c448mlk1024"]),
+              help="Run on this curve only (repeat) [default: all five; the post-quantum "
+                   "three on the reference only].")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BACKENDS),
               help="Run this backend only (repeat) [default: both].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
@@ -761,8 +787,8 @@ def interop(against: str | None, ca_file: str | None, credentials: str | None, r
     """The main job: liblime and the reference end to end over a real key server."""
     settings = Settings(db="", server=against, backend="", json=as_json, ca_file=ca_file,
                         credentials=credentials, timeout=timeout)
-    chosen_curves = [Curve.C25519 if c == "c25519" else Curve.C448
-                     for c in (curves or ("c25519", "c448"))]
+    chosen_curves = [parse_curve(c) for c in (curves or ("c25519", "c448", "c25519k512",
+                                                         "c25519mlk512", "c448mlk1024"))]
     try:
         chosen_backends, notes = _choose_backends(backends)
         if notes and not as_json:

@@ -162,7 +162,8 @@ def test_interop_runs_reference_to_reference_and_says_liblime_is_absent(pure):
     assert data["ok"] is True and data["passed"] == data["total"] > 20
     assert data["backends"] == ["reference"] and data["lime"] is None
     assert any("liblime is absent" in note for note in data["notes"])
-    assert {r["curve"] for r in data["results"]} == {"c25519", "c448"}
+    assert {r["curve"] for r in data["results"]} == {"c25519", "c448", "c25519k512",
+                                                     "c25519mlk512", "c448mlk1024"}
     assert {r["backends"] for r in data["results"] if r["scenario"] == "one-to-one"} == \
         {"reference→reference"}
 
