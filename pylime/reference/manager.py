@@ -1,5 +1,9 @@
 """ReferenceManager: lime 5.1.64 in pure Python, with the same surface as :class:`pylime.Manager`.
 
+It also speaks lime 5.4's post-quantum algorithms (``Curve.C25519K512``, ``C25519MLK512``,
+``C448MLK1024``: :mod:`pylime.reference.hybrid`), which liblime 5.1.64 has not; see
+docs/lime54-post-quantum.md for what it stores for them.
+
 It reads and writes lime's own SQLite schema, so a database moves between this class and
 the liblime binding mid-conversation. Key-server requests go through the same transports
 as the binding's. Where liblime only says "decryption failed", this class raises the
@@ -298,6 +302,8 @@ class ReferenceManager:
     def create_user(self, device_id: str, server_url: str, curve: Curve,
                     opk_batch: int = 100) -> None:
         """Create a local user, publish its keys on the key server, and wait for the answer.
+
+        ``curve`` may be any :class:`Curve`, lime 5.4's post-quantum ones included.
 
         Raises:
             InvalidCurveError, UserExistsError, KeyServerError (the local user is removed

@@ -164,6 +164,12 @@ def test_out_of_order_replay_and_tampering(pq_world: World) -> None:
     assert bob.receive(bob.user, alice, outs[1]).plaintext == b"m1"
     with pytest.raises(errors.ReplayError):
         bob.receive(bob.user, alice, outs[1])
+    from pylime import diagnose
+
+    (mine,) = outs[1].recipients
+    reason = diagnose(pq_world.directory / "bob-1.sqlite3", bob.device_id, bob.user,
+                      alice.device_id, mine.dr_message, outs[1].cipher_message)
+    assert isinstance(reason, errors.ReplayError)  # pylime diagnose explains hybrids too
     dr = bytearray(outs[0].recipients[0].dr_message)
     dr[-1] ^= 1
     with pytest.raises(errors.BadTagError):
