@@ -55,6 +55,7 @@ from pylime.reference.ratchet import DR_CHAIN_INFO, SEED_SIZE, ChainExists, Skip
 from pylime.types import Curve
 
 __all__ = [
+    "DEFAULT_ENTROPY",
     "KEM_RATCHET_CHAIN_SIZE",
     "MAX_KEM_RATCHET_PERIOD",
     "MAX_MESSAGE_SKIP",
@@ -66,6 +67,7 @@ __all__ = [
     "kdf_ck",
     "kem_kdf_rk",
     "respond",
+    "split_public",
     "x3dh_info",
 ]
 

@@ -38,7 +38,20 @@ from kyber_py.ml_kem import ML_KEM_512, ML_KEM_1024
 
 from pylime.types import Curve
 
-__all__ = ["KEM_OF", "Kem", "KemSizes", "decaps", "encaps", "generate", "public_from_private"]
+__all__ = [
+    "CRYPTOGRAPHY_MLKEM1024",
+    "KEM_OF",
+    "SEED_SIZE",
+    "SIZES",
+    "Kem",
+    "KemSizes",
+    "decaps",
+    "encaps",
+    "generate",
+    "index",
+    "private_size_ok",
+    "public_from_private",
+]
 
 Buffer = bytes | bytearray | memoryview
 
