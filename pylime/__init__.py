@@ -67,10 +67,11 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "CLASSIC_CURVES",
+    "POST_QUANTUM_CURVES",
     "AsyncManager",
     "Backend",
     "BackendUnavailableError",
-    "CLASSIC_CURVES",
     "Curve",
     "CurveNotInBindingError",
     "DatabaseInUseError",
@@ -87,7 +88,6 @@ __all__ = [
     "LimeError",
     "Manager",
     "ManagerClosedError",
-    "POST_QUANTUM_CURVES",
     "PeerStatus",
     "Policy",
     "RecipientResult",

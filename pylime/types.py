@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CLASSIC_CURVES", "Curve", "POST_QUANTUM_CURVES", "PeerStatus", "Policy"]
+__all__ = ["CLASSIC_CURVES", "POST_QUANTUM_CURVES", "Curve", "PeerStatus", "Policy"]
 
 
 class Curve(enum.IntEnum):
