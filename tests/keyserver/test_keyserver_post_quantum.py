@@ -174,3 +174,22 @@ def test_https_conversation_on_every_algorithm(
         for m, t in ((alice, ta), (bob, tb)):
             m.close()
             t.close()
+
+
+def test_export_import_keeps_hybrid_keys(server: KeyServer, pq_curve: Curve,
+                                         tmp_path: Path) -> None:
+    """`keyserver export`/`import` (pylime.keyserver.transfer) carry EC ‖ KEM prekeys
+    unchanged: the copy serves the same bundle."""
+    import io
+
+    from pylime.keyserver import transfer
+
+    dev = _device("bob")
+    msg, _ = _register(pq_curve, 1)
+    server.handle(dev, msg.to_bytes())
+    out = io.StringIO()
+    transfer.dump(server.storage, out)
+    with KeyServer(tmp_path / "copy.sqlite3") as copy:
+        transfer.load(copy.storage, out.getvalue().splitlines())
+        ask = proto.GetPeerBundle(pq_curve, (dev,)).to_bytes()
+        assert copy.handle(_device("a"), ask) == server.handle(_device("a"), ask)
