@@ -434,3 +434,28 @@ def test_lime_works_with_bundles_past_the_budget(
                 assert dev.receive(bob1.user, alice, out).plaintext == b"hello"
         finally:
             world.close()
+
+
+def test_server_config_limits_reach_the_key_server() -> None:
+    """ServerConfig's quota and budget fields are the KeyServer a worker process opens."""
+    from pylime.keyserver.app import KeyServerApp, ServerConfig
+
+    config = ServerConfig(
+        open=True,
+        max_devices_per_account=4,
+        max_device_id_length=100,
+        max_account_bytes=5000,
+        opk_budget=7,
+        opk_budget_window=60.0,
+    )
+    app = KeyServerApp(config)
+    app._open_sync()
+    server = app._server
+    assert server is not None
+    try:
+        assert (server.quotas.max_devices, server.quotas.max_bytes) == (4, 5000)
+        assert server.max_device_id_length == 100
+        assert server.opk_budget is not None
+        assert (server.opk_budget.size, server.opk_budget.window) == (7, 60.0)
+    finally:
+        server.close()
