@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pylime.keyserver.auth import DigestAuthenticator
 from pylime.deviceid import is_canonical_device_id
+from pylime.keyserver.auth import DigestAuthenticator
 from pylime.keyserver.core import (
     DEFAULT_MAX_ACCOUNT_BYTES,
     DEFAULT_MAX_DEVICE_ID_LENGTH,

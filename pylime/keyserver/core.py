@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from pylime.deviceid import is_canonical_device_id
 from pylime.keyserver.protocol import (
     CONTENT_TYPE,
     Ack,
@@ -36,7 +37,6 @@ from pylime.keyserver.protocol import (
     X3DHParseError,
     parse_request,
 )
-from pylime.deviceid import is_canonical_device_id
 from pylime.keyserver.storage import (
     AccountQuotas,
     AddOutcome,

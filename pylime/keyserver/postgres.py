@@ -399,7 +399,7 @@ class PostgresStorage(Storage):
     def _take_one(
         cur: psycopg.Cursor[Any], sql: str, curve: Curve, device_id: str
     ) -> StoredBundle | None:
-        cur.execute(sql, (int(curve), device_id))  # type: ignore[arg-type]  # our constants
+        cur.execute(sql, (int(curve), device_id))
         row = cur.fetchone()
         if row is None:
             return None

@@ -627,7 +627,8 @@ class SQLiteStorage(Storage):
                 row = cur.execute(
                     "SELECT Tokens, Updated FROM OPkBudgets WHERE Requester = ?", (requester,)
                 ).fetchone()
-                tokens = budget.tokens(*(row or (None, None)), now)
+                stored, updated = row if row is not None else (None, None)
+                tokens = budget.tokens(stored, updated, now)
             taken = 0
             for device_id in device_ids:
                 row = cur.execute(

@@ -19,7 +19,7 @@ from ks_servers import make_server
 from ks_wire import Device, error, get_bundles, hdr, u16, unknown_entry
 
 from pylime.keyserver import KeyServer
-from pylime.keyserver.storage import device_bytes, opk_bytes, UserKeys
+from pylime.keyserver.storage import UserKeys, device_bytes, opk_bytes
 from pylime.types import Curve
 
 ALICE = "sip:alice@example.org;gr=urn:uuid:00000000-0000-4000-8000-00000000000a"
