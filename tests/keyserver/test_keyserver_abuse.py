@@ -319,21 +319,24 @@ def test_odd_device_ids_are_refused_at_the_door(server: KeyServer, odd: str) -> 
 
 
 def test_devices_stored_before_the_door_get_their_owner(tmp_path: Path) -> None:
-    """An SQLite database made before quotas gains the Owner column, filled from the ids."""
+    """Migrating an SQLite database of schema 1 (step 2) fills Owner from the device ids."""
+    from pylime.keyserver import schema
+    from pylime.keyserver.storage import SQLiteStorage
+
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:
-        conn.executescript(
-            "CREATE TABLE Users (Uid INTEGER PRIMARY KEY AUTOINCREMENT, Curve INTEGER NOT NULL,"
-            " UserId TEXT NOT NULL, Ik BLOB NOT NULL, SPk BLOB NOT NULL, SPk_sig BLOB NOT NULL,"
-            " SPk_id INTEGER NOT NULL, Registered REAL NOT NULL, Expires REAL,"
-            " UNIQUE (Curve, UserId)); PRAGMA user_version = 1;"
-        )
-        for n, user_id in enumerate((alice_device(1), alice_device(2), ODD_IDS[0])):
+        for statement in schema.STEPS[0].sqlite:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        for user_id in (alice_device(1), alice_device(2), ODD_IDS[0]):
             conn.execute(
                 "INSERT INTO Users (Curve, UserId, Ik, SPk, SPk_sig, SPk_id, Registered)"
                 " VALUES (1, ?, ?, ?, ?, 7, 0)",
                 (user_id, b"i" * 32, b"s" * 32, b"g" * 64),
             )
+    with pytest.raises(schema.SchemaTooOldError):
+        SQLiteStorage(path)
+    SQLiteStorage(path, migrate=True).close()
     with KeyServer(path, max_devices_per_account=3) as server:
         assert server.storage.account_usage("alice@example.org")[0] == 2
         assert server.storage.account_usage("bob@example.org")[0] == 0  # the odd id is nobody's
@@ -344,16 +347,24 @@ def test_devices_stored_before_the_door_get_their_owner(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_postgres_devices_stored_before_the_door_get_their_owner() -> None:
-    """A PostgreSQL database made before quotas gains lime_users.owner, filled from the ids."""
+    """Migrating a PostgreSQL database of schema 1 (step 2) fills lime_users.owner from the ids."""
+    from pylime.keyserver.postgres import PostgresStorage
+
     storage = fresh_pg_storage()
     with KeyServer(storage) as server:
         for n in (1, 2):
             d = Device(alice_device(n), Curve.C25519)
             server.handle(d.device_id, d.register())
-        with storage._auto() as cur:
+        with storage._auto() as cur:  # back to schema 1
             cur.execute("ALTER TABLE lime_users DROP COLUMN owner")
-    with KeyServer(require_pg_url()) as reopened:
-        assert reopened.storage.account_usage("alice@example.org")[0] == 2
+            cur.execute("DROP TABLE lime_opk_budgets")
+            cur.execute("UPDATE lime_config SET value = '1' WHERE name = 'schema_version'")
+    migrated = PostgresStorage(require_pg_url(), migrate=True)
+    try:
+        assert migrated.applied_steps == [2]
+        assert migrated.account_usage("alice@example.org")[0] == 2
+    finally:
+        migrated.close()
 
 
 @pytest.fixture
