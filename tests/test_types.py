@@ -37,7 +37,8 @@ def test_enum_values_equal_the_compiled_ones(enum):
         assert getattr(lib, C_NAMES[enum].format(C_MEMBER[member.name])) == member.value
 
 
-@pytest.mark.parametrize("module", ["pylime", "pylime.errors", "pylime.types", "pylime.results"])
+@pytest.mark.parametrize("module", ["pylime", "pylime.errors", "pylime.types", "pylime.results",
+                                    "pylime.deviceid"])
 def test_all_is_sorted_and_complete(module):
     """__all__ is sorted (constants first, as isort and ruff do) and every name it lists exists."""
     mod = importlib.import_module(module)

@@ -163,7 +163,9 @@ def embedded_server(workdir: Path, timeout: float) -> Iterator[Rig]:
     cert, key = workdir / "keyserver-cert.pem", workdir / "keyserver-key.pem"
     generate_self_signed(cert, key, ("localhost", "127.0.0.1"))
     accounts = {user: (user, secrets.token_urlsafe(18)) for user in USERS}
-    server = KeyServer(workdir / "keys.sqlite3")
+    # A rig, not a deployment: one run takes hundreds of OPks per account and its scenarios
+    # count the OPks they use, so the per-account OPk budget is off. The quotas stay.
+    server = KeyServer(workdir / "keys.sqlite3", opk_budget=0)
     try:
         for username, password in accounts.values():
             server.storage.put_account(make_account(username, EMBEDDED_REALM, password))
@@ -235,9 +237,21 @@ class Scene:
         dev.backend = backend
 
     def close(self) -> None:
-        """Close every manager of the scenario."""
+        """Close every manager of the scenario, and take its devices off the key server.
+
+        The server-side deletion is a bare deleteUser, best effort: the local databases stay
+        whole (``--keep``), and a run leaves no devices behind on someone else's server nor
+        fills an account's device quota.
+        """
+        from pylime.keyserver.protocol import DeleteUser
+
         for dev in self.devices:
             dev.manager.close()
+            try:
+                self.rig.transport(dev.user).post(
+                    self.rig.url, dev.device_id, DeleteUser(self.curve).to_bytes())
+            except Exception:  # noqa: BLE001, S110 - cleanup only: the row already has its verdict
+                pass
         for thing in self.extra:
             thing.close()
 
@@ -401,7 +415,9 @@ def prekeys(scene: Scene, a: str, b: str) -> str:
     for n, alice in enumerate(senders):
         exchange(alice, ruid_bob, [bob], f"from Alice's device {n}".encode())
     check(_local_opks(bob.path) == held - len(senders),
-          f"{b} did not retire the {len(senders)} one-time prekeys used")
+          f"{b} did not retire the {len(senders)} one-time prekeys used (or the key server "
+          "withheld them: a pylime key server serves bundles without OPk once an account "
+          "has taken its --opk-budget)")
     remaining = held - len(senders)
     bob.manager.update(OPK_BATCH + 4, 4)  # the server holds fewer than OPK_BATCH + 4
     topped = _local_opks(bob.path)

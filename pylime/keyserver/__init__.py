@@ -21,7 +21,11 @@ moved to another process answers one extra challenge (``stale=true``); ``GET /he
 liveness, ``GET /readyz`` readiness (database up, schema current), ``GET /metrics`` Prometheus
 metrics with ``--metrics``; ``pylime keyserver migrate|export|import|report`` operate the
 database (docs/deploy.md); SIGTERM finishes the requests in flight, then closes the database; logs carry
-device ids and outcomes, never passwords, HA1 values or keys.
+device ids and outcomes, never passwords, HA1 values or keys. Abuse limits live in the
+database, shared by every worker: device ids must be canonical (:mod:`pylime.deviceid`), a
+getPeerBundle answers each distinct device once, an account takes 100 OPks at once and 100 an
+hour (then bundles go out without OPk) and stores at most 32 devices and 256 KiB
+(docs/deploy.md).
 """
 
 from __future__ import annotations

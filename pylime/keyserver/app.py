@@ -26,8 +26,17 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pylime.deviceid import is_canonical_device_id
 from pylime.keyserver.auth import DigestAuthenticator
-from pylime.keyserver.core import DEFAULT_MAX_OPKS_PER_DEVICE, KeyServer
+from pylime.keyserver.core import (
+    DEFAULT_MAX_ACCOUNT_BYTES,
+    DEFAULT_MAX_DEVICE_ID_LENGTH,
+    DEFAULT_MAX_DEVICES_PER_ACCOUNT,
+    DEFAULT_MAX_OPKS_PER_DEVICE,
+    DEFAULT_OPK_BUDGET,
+    DEFAULT_OPK_BUDGET_WINDOW,
+    KeyServer,
+)
 from pylime.keyserver.protocol import (
     CONTENT_TYPE,
     ErrorCode,
@@ -36,7 +45,7 @@ from pylime.keyserver.protocol import (
     X3DHParseError,
     parse_request,
 )
-from pylime.keyserver.storage import Account, SQLiteStorage, StorageError, is_storable_device_id
+from pylime.keyserver.storage import Account, SQLiteStorage, StorageError
 
 if TYPE_CHECKING:
     from pylime.keyserver.metrics import Metrics
@@ -81,6 +90,12 @@ class ServerConfig:
     # Operations: GET /metrics (off unless asked), answered only to these client networks.
     metrics: bool = False
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Abuse limits kept in the database (KeyServer; docs/deploy.md "Abuse limits").
+    max_devices_per_account: int = DEFAULT_MAX_DEVICES_PER_ACCOUNT
+    max_device_id_length: int = DEFAULT_MAX_DEVICE_ID_LENGTH
+    max_account_bytes: int = DEFAULT_MAX_ACCOUNT_BYTES
+    opk_budget: int = DEFAULT_OPK_BUDGET
+    opk_budget_window: float = DEFAULT_OPK_BUDGET_WINDOW
 
     def __post_init__(self) -> None:
         if not self.open and not self.realm:
@@ -174,6 +189,11 @@ class KeyServerApp:
             self._server = KeyServer(
                 self.config.db,
                 max_opks_per_device=self.config.max_opks_per_device,
+                max_devices_per_account=self.config.max_devices_per_account,
+                max_device_id_length=self.config.max_device_id_length,
+                max_account_bytes=self.config.max_account_bytes,
+                opk_budget=self.config.opk_budget,
+                opk_budget_window=self.config.opk_budget_window,
                 lifetime=self.config.lifetime,
             )
         if not self.config.open and self._auth is None:
@@ -456,7 +476,7 @@ class KeyServerApp:
             request = parse_request(body)
         except X3DHParseError as exc:
             return 200, ErrorMessage(exc.curve, exc.code, str(exc)).to_bytes(), []
-        if not sender or not is_storable_device_id(sender):
+        if not sender or not is_canonical_device_id(sender):
             error = ErrorMessage(curve, ErrorCode.MISSING_SENDER_ID, "no valid sender device id")
             return 200, error.to_bytes(), []
         # Fetching bundles needs any account; everything else acts on the sender's own keys.
@@ -469,8 +489,10 @@ class KeyServerApp:
                 sender,
             )
             return 403, b"this account does not own that device\n", []
+        # The account pays for the OPks its bundle requests take, whichever device asks.
+        requester = f"{account.username}@{account.realm.lower()}"
         try:
-            return 200, server.handle_request(sender, request).to_bytes(), []
+            return 200, server.handle_request(sender, request, requester=requester).to_bytes(), []
         except Exception:  # a bug must not become a 500 that lime cannot read
             log.exception("internal error while answering a key-server request")
             error = ErrorMessage(curve, ErrorCode.SERVER_FAILURE, "internal error")

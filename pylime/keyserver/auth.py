@@ -23,10 +23,10 @@ import re
 import secrets
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pylime.deviceid import device_owner  # re-exported: the owner rule of the key server
 from pylime.keyserver.storage import Account, Storage
 
 __all__ = [
@@ -79,31 +79,6 @@ def make_account(username: str, realm: str, password: str) -> Account:
         ha1("MD5", username, realm, password),
         ha1("SHA-256", username, realm, password),
     )
-
-
-def device_owner(device_id: str) -> tuple[str, str] | None:
-    """(user, domain) of a SIP device id such as ``sip:alice@example.org;gr=...``; None otherwise.
-
-    The user part is percent-decoded and case-sensitive; the domain is lower-cased and
-    stripped of a port.
-    """
-    text = device_id.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1]
-    scheme, sep, rest = text.partition(":")
-    if not sep or scheme.lower() not in ("sip", "sips"):
-        return None
-    for stop in (";", "?", ">"):
-        rest = rest.split(stop, 1)[0]
-    user, at, host = rest.rpartition("@")
-    if not at or not user or not host:
-        return None
-    user = urllib.parse.unquote(user.split(":", 1)[0])  # drop a (deprecated) password part
-    if host.startswith("["):
-        host = host.split("]", 1)[0] + "]"
-    else:
-        host = host.split(":", 1)[0]
-    return (user, host.lower()) if user and host else None
 
 
 @dataclass(frozen=True)

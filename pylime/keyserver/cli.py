@@ -97,6 +97,42 @@ def keyserver() -> None:
     type=click.IntRange(3),
     help="Largest request body in bytes.",
 )
+@click.option(
+    "--max-devices-per-account",
+    default=32,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Most (curve, device) registrations per account; 0 = no limit.",
+)
+@click.option(
+    "--max-device-id-length",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Longest device id registered, in UTF-8 bytes.",
+)
+@click.option(
+    "--max-account-bytes",
+    default=256 * 1024,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Most bytes of device ids and keys per account; 0 = no limit.",
+)
+@click.option(
+    "--opk-budget",
+    default=100,
+    show_default=True,
+    type=click.IntRange(0),
+    help="OPks one account may take at once, refilled at this many per --opk-budget-window; "
+    "past it bundles go out without OPk. 0 = no limit.",
+)
+@click.option(
+    "--opk-budget-window",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds in which a spent OPk budget refills.",
+)
 @click.option("--nonce-lifetime", default=300.0, show_default=True, type=click.FloatRange(1))
 @click.option(
     "--rate-limit",
@@ -142,6 +178,11 @@ def serve(
     lifetime: float,
     max_opks: int,
     max_body: int,
+    max_devices_per_account: int,
+    max_device_id_length: int,
+    max_account_bytes: int,
+    opk_budget: int,
+    opk_budget_window: float,
     nonce_lifetime: float,
     rate_limit: float,
     algorithms: tuple[str, ...],
@@ -184,6 +225,11 @@ def serve(
             open=open_,
             max_body=max_body,
             max_opks_per_device=max_opks,
+            max_devices_per_account=max_devices_per_account,
+            max_device_id_length=max_device_id_length,
+            max_account_bytes=max_account_bytes,
+            opk_budget=opk_budget,
+            opk_budget_window=opk_budget_window,
             lifetime=lifetime,
             nonce_lifetime=nonce_lifetime,
             rate_limit=rate_limit,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from pylime.deviceid import is_canonical_device_id
 from pylime.keyserver.protocol import (
     CONTENT_TYPE,
     Ack,
@@ -37,22 +38,47 @@ from pylime.keyserver.protocol import (
     parse_request,
 )
 from pylime.keyserver.storage import (
+    AccountQuotas,
     AddOutcome,
+    OPkBudget,
     RegisterOutcome,
     SQLiteStorage,
     Storage,
     StorageError,
     UserKeys,
     is_storable_device_id,
+    owner_key,
 )
 from pylime.types import Curve
 
-__all__ = ["DEFAULT_MAX_OPKS_PER_DEVICE", "KeyServer", "open_storage"]
+__all__ = [
+    "DEFAULT_MAX_ACCOUNT_BYTES",
+    "DEFAULT_MAX_DEVICES_PER_ACCOUNT",
+    "DEFAULT_MAX_DEVICE_ID_LENGTH",
+    "DEFAULT_MAX_OPKS_PER_DEVICE",
+    "DEFAULT_OPK_BUDGET",
+    "DEFAULT_OPK_BUDGET_WINDOW",
+    "KeyServer",
+    "open_storage",
+]
 
 log = logging.getLogger("pylime.keyserver")
 
 # Upstream's cap; it must stay at or above lime's default low limit plus batch (100 + 25).
 DEFAULT_MAX_OPKS_PER_DEVICE = 200
+# Quotas per account (docs/deploy.md, "Abuse limits"). A Linphone GRUU is
+# sip:<user>@<domain>;gr=urn:uuid:<36> = 54 bytes + user + domain: 256 leaves 202 bytes for
+# user and domain, about twice what real accounts use.
+DEFAULT_MAX_DEVICE_ID_LENGTH = 256
+# (curve, device) registrations: a person's phones, tablets and desktops on both curves.
+DEFAULT_MAX_DEVICES_PER_ACCOUNT = 32
+# Key material and ids: ~20 curve448 devices with a full stock of 200 OPks (12.3 KB each),
+# 35 on curve25519 (7.4 KB); lime keeps ~100-125 OPks per device, half that.
+DEFAULT_MAX_ACCOUNT_BYTES = 256 * 1024
+# OPks one requester (an account) may take: 100 at once, 100 more an hour. Past it bundles
+# go out without OPk, as lime allows; its default low limit is 100 OPks per device.
+DEFAULT_OPK_BUDGET = 100
+DEFAULT_OPK_BUDGET_WINDOW = 3600.0
 
 
 def open_storage(db: str | os.PathLike[str], *, migrate: bool = False) -> Storage:
@@ -82,11 +108,20 @@ class KeyServer:
         db: an SQLite path (default ``":memory:"``), a ``postgresql://`` URL, or a Storage.
         max_opks_per_device: the most OPks stored for one device; more is refused with
             resource_limit_reached.
+        max_devices_per_account: the most (curve, device) registrations of one account
+            (the ``user@domain`` of the device ids); 0 = no limit.
+        max_device_id_length: the longest device id registered, in UTF-8 bytes.
+        max_account_bytes: the most bytes of ids and keys one account stores; 0 = no limit.
+        opk_budget: the OPks one requester may take at once, refilled at this many per
+            ``opk_budget_window`` seconds; past it bundles go out without OPk. 0 = no limit.
         lifetime: seconds after registration before a device is deleted, as upstream's test
             server does (0 = never).
         clock: the time source, replaceable in tests.
 
-    Thread-safe: the storage serialises or isolates concurrent requests.
+    Device ids must be canonical (:mod:`pylime.deviceid`). Every quota refusal is
+    resource_limit_reached and stores nothing. Thread-safe: the storage serialises or
+    isolates concurrent requests; quotas and budgets live in the storage, so they hold
+    across every server sharing one database.
     """
 
     def __init__(
@@ -94,15 +129,30 @@ class KeyServer:
         db: str | os.PathLike[str] | Storage = ":memory:",
         *,
         max_opks_per_device: int = DEFAULT_MAX_OPKS_PER_DEVICE,
+        max_devices_per_account: int = DEFAULT_MAX_DEVICES_PER_ACCOUNT,
+        max_device_id_length: int = DEFAULT_MAX_DEVICE_ID_LENGTH,
+        max_account_bytes: int = DEFAULT_MAX_ACCOUNT_BYTES,
+        opk_budget: int = DEFAULT_OPK_BUDGET,
+        opk_budget_window: float = DEFAULT_OPK_BUDGET_WINDOW,
         lifetime: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_opks_per_device < 0 or max_opks_per_device > 0xFFFF:
             raise ValueError("max_opks_per_device must be within 0..65535")
+        if not 1 <= max_device_id_length <= 0xFFFF:
+            raise ValueError("max_device_id_length must be within 1..65535")
+        if max_devices_per_account < 0 or max_account_bytes < 0 or opk_budget < 0:
+            raise ValueError("quotas and the OPk budget must be >= 0 (0 = no limit)")
+        if opk_budget_window <= 0:
+            raise ValueError("opk_budget_window must be > 0")
         if lifetime < 0:
             raise ValueError("lifetime must be >= 0")
         self.storage: Storage = db if isinstance(db, Storage) else open_storage(db)
         self.max_opks_per_device = max_opks_per_device
+        self.max_device_id_length = max_device_id_length
+        self.quotas = AccountQuotas(max_devices_per_account, max_account_bytes)
+        self.opk_budget = OPkBudget(opk_budget, opk_budget_window) if opk_budget else None
+        self._next_budget_sweep = 0.0
         self.lifetime = lifetime
         self._clock = clock
         self._sweep_lock = threading.Lock()
@@ -136,14 +186,21 @@ class KeyServer:
             log.exception("internal error while answering a key-server request")
             return ErrorMessage(curve_byte, ErrorCode.SERVER_FAILURE, "internal error").to_bytes()
 
-    def handle_request(self, sender: str | None, request: Request) -> Response:
-        """Answer a parsed request; storage failures become db_error."""
+    def handle_request(
+        self, sender: str | None, request: Request, *, requester: str | None = None
+    ) -> Response:
+        """Answer a parsed request; storage failures become db_error.
+
+        ``requester`` names whoever is charged for the OPks a getPeerBundle takes (the HTTP
+        layer passes the authenticated account); by default, the owner of ``sender``.
+        """
         curve = request.curve
-        if not sender or not is_storable_device_id(sender):
+        if not sender or not is_canonical_device_id(sender):
+            # The door: only sip[s]:user@host[;gr=...] ids are stored, and act.
             return ErrorMessage(curve, ErrorCode.MISSING_SENDER_ID, "no valid sender device id")
         self._maybe_expire()
         try:
-            return self._dispatch(sender, request)
+            return self._dispatch(sender, request, requester or owner_key(sender) or sender)
         except StorageError as exc:
             log.error("storage failure on %s: %s", type(request).__name__, exc)
             return ErrorMessage(curve, ErrorCode.DB_ERROR, "database error")
@@ -193,7 +250,7 @@ class KeyServer:
             self._next_sweep = now + min(self.lifetime / 10, 1.0)
         self.expire()
 
-    def _dispatch(self, sender: str, request: Request) -> Response:
+    def _dispatch(self, sender: str, request: Request, requester: str) -> Response:
         curve = request.curve
         if isinstance(request, RegisterUser):
             return self._register(sender, request)
@@ -211,15 +268,23 @@ class KeyServer:
             log.info("postSPk %s (curve %d): SPk id %d", sender, curve, request.spk_id)
             return Ack(curve, MessageType.POST_SPK)
         if isinstance(request, PostOPks):
-            outcome = self.storage.add_opks(curve, sender, request.opks, self.max_opks_per_device)
+            outcome = self.storage.add_opks(
+                curve,
+                sender,
+                request.opks,
+                self.max_opks_per_device,
+                max_account_bytes=self.quotas.max_bytes,
+            )
             if outcome is AddOutcome.NOT_FOUND:
                 return _not_found(curve, sender)
             if outcome is AddOutcome.LIMIT:
                 return _limit(curve)
+            if outcome is AddOutcome.BYTES_QUOTA:
+                return _limit(curve, "this account stores its most bytes of keys")
             log.info("postOPks %s (curve %d): %d OPks", sender, curve, len(request.opks))
             return Ack(curve, MessageType.POST_OPKS)
         if isinstance(request, GetPeerBundle):
-            return self._bundles(request)
+            return self._bundles(request, requester)
         if isinstance(request, GetSelfOPks):
             ids = self.storage.opk_ids(curve, sender)
             if ids is None:
@@ -237,13 +302,27 @@ class KeyServer:
         curve = request.curve
         if len(request.opks) > self.max_opks_per_device:
             return _limit(curve)
+        if len(sender.encode("utf-8")) > self.max_device_id_length:
+            return _limit(curve, f"device id longer than {self.max_device_id_length} bytes")
         expires_at = self._clock() + self.lifetime if self.lifetime > 0 else None
         keys = UserKeys(request.ik, request.spk, request.spk_sig, request.spk_id)
-        outcome = self.storage.register_user(curve, sender, keys, request.opks, expires_at)
+        outcome = self.storage.register_user(
+            curve,
+            sender,
+            keys,
+            request.opks,
+            expires_at,
+            owner=owner_key(sender),
+            quotas=self.quotas if self.quotas.max_devices or self.quotas.max_bytes else None,
+        )
         if outcome is RegisterOutcome.CONFLICT:
             return ErrorMessage(
                 curve, ErrorCode.USER_ALREADY_IN, "device already registered with other keys"
             )
+        if outcome is RegisterOutcome.DEVICE_QUOTA:
+            return _limit(curve, "this account has its most devices")
+        if outcome is RegisterOutcome.BYTES_QUOTA:
+            return _limit(curve, "this account stores its most bytes of keys")
         log.info(
             "registerUser %s (curve %d): %s, %d OPks",
             sender,
@@ -253,27 +332,54 @@ class KeyServer:
         )
         return Ack(curve, MessageType.REGISTER_USER)
 
-    def _bundles(self, request: GetPeerBundle) -> Response:
+    def _bundles(self, request: GetPeerBundle, requester: str) -> Response:
         curve = request.curve
-        # Ids that cannot be database keys were never registered: answer them as unknown
-        # without asking the database.
-        lookup = [i for i in request.device_ids if is_storable_device_id(i)]
-        found = iter(self.storage.take_bundles(curve, lookup) if lookup else [])
+        # Each distinct device once, in the order first asked: a repeat would take one more
+        # OPk of the same device. lime matches bundles to devices by id, so its own requests
+        # with a repeated recipient still get the one session they need.
+        distinct = list(dict.fromkeys(request.device_ids))
+        # Ids that cannot have been registered are answered as unknown without asking the
+        # database (flag 2: lime would ask again for a device left out).
+        lookup = [i for i in distinct if is_canonical_device_id(i)]
+        now = self._clock()
+        found = iter(
+            self.storage.take_bundles(
+                curve, lookup, requester=requester, budget=self.opk_budget, now=now
+            )
+            if lookup
+            else []
+        )
+        self._maybe_forget_budgets(now)
         bundles = []
-        for device_id in request.device_ids:
-            stored = next(found) if is_storable_device_id(device_id) else None
+        for device_id in distinct:
+            stored = next(found) if is_canonical_device_id(device_id) else None
             if stored is None:
                 bundles.append(Bundle(device_id))
             else:
                 k = stored.keys
                 bundles.append(Bundle(device_id, k.ik, k.spk, k.spk_id, k.spk_sig, stored.opk))
-        log.debug("getPeerBundle (curve %d): %d id(s)", curve, len(bundles))
+        log.debug(
+            "getPeerBundle (curve %d): %d id(s), %d distinct",
+            curve,
+            len(request.device_ids),
+            len(bundles),
+        )
         return PeerBundle(curve, tuple(bundles))
+
+    def _maybe_forget_budgets(self, now: float) -> None:
+        """Drop budget rows full again, at most once a minute per server (bounds the table)."""
+        if self.opk_budget is None or now < self._next_budget_sweep:
+            return
+        with self._sweep_lock:
+            if now < self._next_budget_sweep:
+                return
+            self._next_budget_sweep = now + 60.0
+        self.storage.forget_budgets(now - self.opk_budget.window)
 
 
 def _not_found(curve: Curve, sender: str) -> ErrorMessage:
     return ErrorMessage(curve, ErrorCode.USER_NOT_FOUND, "device not registered")
 
 
-def _limit(curve: Curve) -> ErrorMessage:
-    return ErrorMessage(curve, ErrorCode.RESOURCE_LIMIT_REACHED, "too many OPks for this device")
+def _limit(curve: Curve, why: str = "too many OPks for this device") -> ErrorMessage:
+    return ErrorMessage(curve, ErrorCode.RESOURCE_LIMIT_REACHED, why)

@@ -19,13 +19,18 @@ from pylime.keyserver import schema
 from pylime.keyserver.protocol import OPk
 from pylime.keyserver.storage import (
     Account,
+    AccountQuotas,
     AddOutcome,
     DeviceStock,
+    OPkBudget,
     RegisterOutcome,
     Storage,
     StorageError,
     StoredBundle,
     UserKeys,
+    device_bytes,
+    fill_owners,
+    opk_bytes,
 )
 from pylime.types import Curve
 
@@ -33,6 +38,8 @@ __all__ = ["PostgresStorage"]
 
 # Any constant: serialises schema creation when several processes start at once.
 _SCHEMA_LOCK = 0x11DE_5E12
+# The first key of the advisory locks that serialise one owner's quota checks.
+_OWNER_LOCK = 0x11DE_0A
 
 
 
@@ -119,6 +126,13 @@ class PostgresStorage(Storage):
                     continue
                 for statement in step.postgres:
                     cur.execute(statement)
+                if step.version == schema.OWNER_STEP:
+                    cur.execute("SELECT uid, user_id FROM lime_users")
+                    owners = fill_owners(cur.fetchall())
+                    if owners:
+                        cur.executemany(
+                            "UPDATE lime_users SET owner = %s WHERE uid = %s", owners
+                        )
                 cur.execute(
                     "INSERT INTO lime_config (name, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -167,15 +181,45 @@ class PostgresStorage(Storage):
         keys: UserKeys,
         opks: Sequence[OPk],
         expires_at: float | None,
+        *,
+        owner: str | None = None,
+        quotas: AccountQuotas | None = None,
     ) -> RegisterOutcome:
         with self._tx() as cur:
+            if owner is not None and quotas is not None:
+                # One owner's registrations run one at a time (on every server sharing the
+                # database), so two of them cannot both take the last free place.
+                cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner))
+                cur.execute(
+                    "SELECT ik, spk, spk_sig, spk_id FROM lime_users"
+                    " WHERE curve = %s AND user_id = %s",
+                    (int(curve), device_id),
+                )
+                old = cur.fetchone()
+                if old is not None:
+                    return self._same_keys(old, keys)
+                devices, used = self._usage(cur, owner)
+                if quotas.max_devices and devices >= quotas.max_devices:
+                    return RegisterOutcome.DEVICE_QUOTA
+                new = device_bytes(device_id, keys) + opk_bytes(opks)
+                if quotas.max_bytes and used + new > quotas.max_bytes:
+                    return RegisterOutcome.BYTES_QUOTA
             # ON CONFLICT waits for a concurrent registration of the same device to finish,
             # so exactly one of them creates it.
             cur.execute(
-                "INSERT INTO lime_users (curve, user_id, ik, spk, spk_sig, spk_id, expires)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO lime_users (curve, user_id, ik, spk, spk_sig, spk_id, expires, owner)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (curve, user_id) DO NOTHING RETURNING uid",
-                (int(curve), device_id, keys.ik, keys.spk, keys.spk_sig, keys.spk_id, expires_at),
+                (
+                    int(curve),
+                    device_id,
+                    keys.ik,
+                    keys.spk,
+                    keys.spk_sig,
+                    keys.spk_id,
+                    expires_at,
+                    owner,
+                ),
             )
             row = cur.fetchone()
             if row is None:
@@ -187,13 +231,7 @@ class PostgresStorage(Storage):
                 old = cur.fetchone()
                 if old is None:  # deleted between the two statements: treat as a conflict
                     return RegisterOutcome.CONFLICT
-                same = (bytes(old[0]), bytes(old[1]), bytes(old[2]), int(old[3])) == (
-                    keys.ik,
-                    keys.spk,
-                    keys.spk_sig,
-                    keys.spk_id,
-                )
-                return RegisterOutcome.UNCHANGED if same else RegisterOutcome.CONFLICT
+                return self._same_keys(old, keys)
             uid = int(row[0])
             if opks:
                 cur.executemany(
@@ -201,6 +239,35 @@ class PostgresStorage(Storage):
                     [(uid, o.public, o.id) for o in opks],
                 )
             return RegisterOutcome.CREATED
+
+    @staticmethod
+    def _same_keys(old: Any, keys: UserKeys) -> RegisterOutcome:
+        same = (bytes(old[0]), bytes(old[1]), bytes(old[2]), int(old[3])) == (
+            keys.ik,
+            keys.spk,
+            keys.spk_sig,
+            keys.spk_id,
+        )
+        return RegisterOutcome.UNCHANGED if same else RegisterOutcome.CONFLICT
+
+    @staticmethod
+    def _usage(cur: psycopg.Cursor[Any], owner: str) -> tuple[int, int]:
+        """(devices, bytes) stored for an owner, in the current transaction."""
+        cur.execute(
+            "SELECT count(*), coalesce(sum(octet_length(user_id) + octet_length(ik)"
+            " + octet_length(spk) + octet_length(spk_sig) + 4), 0),"
+            " coalesce((SELECT sum(octet_length(o.opk) + 4) FROM lime_opks o"
+            "  JOIN lime_users u USING (uid) WHERE u.owner = %s), 0)"
+            " FROM lime_users WHERE owner = %s",
+            (owner, owner),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]) + int(row[2])
+
+    def account_usage(self, owner: str) -> tuple[int, int]:
+        with self._tx() as cur:
+            return self._usage(cur, owner)
 
     def delete_user(self, curve: Curve, device_id: str) -> bool:
         with self._auto() as cur:
@@ -221,9 +288,27 @@ class PostgresStorage(Storage):
             return cur.rowcount > 0
 
     def add_opks(
-        self, curve: Curve, device_id: str, opks: Sequence[OPk], max_opks: int
+        self,
+        curve: Curve,
+        device_id: str,
+        opks: Sequence[OPk],
+        max_opks: int,
+        *,
+        max_account_bytes: int = 0,
     ) -> AddOutcome:
         with self._tx() as cur:
+            owner = None
+            if max_account_bytes:
+                cur.execute(
+                    "SELECT owner FROM lime_users WHERE curve = %s AND user_id = %s",
+                    (int(curve), device_id),
+                )
+                found = cur.fetchone()
+                owner = found[0] if found else None
+                if owner is not None:  # before the row lock, in register_user's order
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner)
+                    )
             # Locking the user row serialises concurrent uploads, so the cap holds.
             uid = self._uid(cur, curve, device_id, lock=True)
             if uid is None:
@@ -233,6 +318,10 @@ class PostgresStorage(Storage):
             stored = int(row[0]) if row else 0
             if stored + len(opks) > max_opks:
                 return AddOutcome.LIMIT
+            if owner is not None:
+                _, used = self._usage(cur, owner)
+                if used + opk_bytes(opks) > max_account_bytes:
+                    return AddOutcome.BYTES_QUOTA
             if opks:
                 cur.executemany(
                     "INSERT INTO lime_opks (uid, opk, opk_id) VALUES (%s, %s, %s)",
@@ -240,31 +329,88 @@ class PostgresStorage(Storage):
                 )
             return AddOutcome.ADDED
 
-    def take_bundles(self, curve: Curve, device_ids: Sequence[str]) -> list[StoredBundle | None]:
-        out: list[StoredBundle | None] = []
-        with self._auto() as cur:
-            for device_id in device_ids:
-                # One statement, so one round trip and its own transaction: read the device's
-                # keys and claim its oldest OPk. SKIP LOCKED: a concurrent fetch holding the
-                # oldest OPk makes us take the next one rather than wait, never the same one.
+    # One statement per device: read its keys and claim its oldest OPk. SKIP LOCKED: a
+    # concurrent fetch holding the oldest OPk makes us take the next one rather than wait,
+    # never the same one.
+    _TAKE = (
+        "WITH u AS (SELECT uid, ik, spk, spk_sig, spk_id FROM lime_users"
+        "  WHERE curve = %s AND user_id = %s),"
+        " o AS (DELETE FROM lime_opks WHERE id = ("
+        "  SELECT id FROM lime_opks WHERE uid = (SELECT uid FROM u)"
+        "  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING opk, opk_id)"
+        " SELECT u.ik, u.spk, u.spk_sig, u.spk_id, o.opk, o.opk_id"
+        " FROM u LEFT JOIN o ON true"
+    )
+    _KEYS_ONLY = (
+        "SELECT ik, spk, spk_sig, spk_id, NULL, NULL FROM lime_users"
+        " WHERE curve = %s AND user_id = %s"
+    )
+
+    def take_bundles(
+        self,
+        curve: Curve,
+        device_ids: Sequence[str],
+        *,
+        requester: str | None = None,
+        budget: OPkBudget | None = None,
+        now: float = 0.0,
+    ) -> list[StoredBundle | None]:
+        if budget is None or requester is None:
+            with self._auto() as cur:  # each statement its own transaction: nothing waits
+                return [self._take_one(cur, self._TAKE, curve, d) for d in device_ids]
+        with self._tx() as cur:
+            # The requester's budget row, locked until commit: the same requester's requests
+            # on every server take their OPks one after the other, so the budget holds.
+            cur.execute(
+                "SELECT tokens, updated FROM lime_opk_budgets WHERE requester = %s FOR UPDATE",
+                (requester,),
+            )
+            row = cur.fetchone()
+            if row is None:
                 cur.execute(
-                    "WITH u AS (SELECT uid, ik, spk, spk_sig, spk_id FROM lime_users"
-                    "  WHERE curve = %s AND user_id = %s),"
-                    " o AS (DELETE FROM lime_opks WHERE id = ("
-                    "  SELECT id FROM lime_opks WHERE uid = (SELECT uid FROM u)"
-                    "  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING opk, opk_id)"
-                    " SELECT u.ik, u.spk, u.spk_sig, u.spk_id, o.opk, o.opk_id"
-                    " FROM u LEFT JOIN o ON true",
-                    (int(curve), device_id),
+                    "INSERT INTO lime_opk_budgets (requester, tokens, updated)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (requester) DO NOTHING",
+                    (requester, float(budget.size), now),
+                )
+                cur.execute(
+                    "SELECT tokens, updated FROM lime_opk_budgets"
+                    " WHERE requester = %s FOR UPDATE",
+                    (requester,),
                 )
                 row = cur.fetchone()
-                if row is None:
-                    out.append(None)
-                    continue
-                keys = UserKeys(bytes(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]))
-                opk = None if row[4] is None else OPk(bytes(row[4]), int(row[5]))
-                out.append(StoredBundle(keys, opk))
-        return out
+            assert row is not None
+            tokens = budget.tokens(float(row[0]), float(row[1]), now)
+            taken = 0
+            out: list[StoredBundle | None] = []
+            for device_id in device_ids:
+                sql = self._TAKE if tokens - taken >= 1 else self._KEYS_ONLY
+                bundle = self._take_one(cur, sql, curve, device_id)
+                if bundle is not None and bundle.opk is not None:
+                    taken += 1
+                out.append(bundle)
+            if taken:
+                cur.execute(
+                    "UPDATE lime_opk_budgets SET tokens = %s, updated = %s WHERE requester = %s",
+                    (tokens - taken, now, requester),
+                )
+            return out
+
+    @staticmethod
+    def _take_one(
+        cur: psycopg.Cursor[Any], sql: str, curve: Curve, device_id: str
+    ) -> StoredBundle | None:
+        cur.execute(sql, (int(curve), device_id))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        keys = UserKeys(bytes(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]))
+        opk = None if row[4] is None else OPk(bytes(row[4]), int(row[5]))
+        return StoredBundle(keys, opk)
+
+    def forget_budgets(self, before: float) -> int:
+        with self._auto() as cur:
+            cur.execute("DELETE FROM lime_opk_budgets WHERE updated < %s", (before,))
+            return cur.rowcount
 
     def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
         with self._auto() as cur:
@@ -401,4 +547,4 @@ class PostgresStorage(Storage):
     def drop_everything(self) -> None:
         """Delete every row (tests and benchmarks reuse one database)."""
         with self._auto() as cur:
-            cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts")
+            cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts, lime_opk_budgets")

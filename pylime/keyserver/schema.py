@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pylime.keyserver.storage import StorageError
 
 __all__ = [
+    "OWNER_STEP",
     "SCHEMA_VERSION",
     "STEPS",
     "TABLES",
@@ -151,9 +152,38 @@ CREATE TABLE IF NOT EXISTS lime_config (
 )
 """
 
+# Version 2 (issue 17): each device's owner (``user@domain``, for the quotas per account) and
+# the OPk budget per requester. The storages fill Owner from UserId right after this step's
+# statements, in its transaction (the canonical parser, pylime.deviceid, is Python).
+OWNER_STEP = 2
+_SQLITE_V2 = """
+ALTER TABLE Users ADD COLUMN Owner TEXT;
+CREATE INDEX IF NOT EXISTS Users_Owner ON Users (Owner) WHERE Owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS OPkBudgets (
+    Requester TEXT PRIMARY KEY,
+    Tokens REAL NOT NULL,
+    Updated REAL NOT NULL
+)
+"""
+_POSTGRES_V2 = """
+ALTER TABLE lime_users ADD COLUMN IF NOT EXISTS owner TEXT;
+CREATE INDEX IF NOT EXISTS lime_users_owner ON lime_users (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS lime_opk_budgets (
+    requester TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+)
+"""
+
 # Ordered; versions are 1, 2, 3, ... without gaps. Never edit a released step: add one.
 STEPS: tuple[Step, ...] = (
     Step(1, "users, OPks and digest accounts", _statements(_SQLITE_V1), _statements(_POSTGRES_V1)),
+    Step(
+        OWNER_STEP,
+        "device owners (quotas per account) and OPk budgets per requester",
+        _statements(_SQLITE_V2),
+        _statements(_POSTGRES_V2),
+    ),
 )
 
 SCHEMA_VERSION = STEPS[-1].version
@@ -229,6 +259,7 @@ TABLES: tuple[Table, ...] = (
             _col("spk_id", "int", "SPk_id"),
             _col("registered", "time", "Registered"),
             _col("expires", "real", "Expires", nullable=True),
+            _col("owner", "text", "Owner", nullable=True),
         ),
         key=("uid",),
         serial="uid",
@@ -265,8 +296,10 @@ UNEXPORTED: dict[str, dict[str, str]] = {
     "sqlite": {
         "sqlite_sequence": "SQLite's AUTOINCREMENT counters: rebuilt from the imported ids",
         "sqlite_stat1": "planner statistics (ANALYZE): rebuilt by the database",
+        "OPkBudgets": "transient: OPk budgets refill within their window; a move resets them",
     },
     "postgres": {
         "lime_config": "the schema version (carried in the export header instead)",
+        "lime_opk_budgets": "transient: OPk budgets refill within their window; a move resets them",
     },
 }

@@ -20,21 +20,27 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pylime.deviceid import device_owner
 from pylime.errors import LimeError
 from pylime.keyserver.protocol import OPk
 from pylime.types import Curve
 
 __all__ = [
     "Account",
+    "AccountQuotas",
     "AddOutcome",
     "DeviceStock",
+    "OPkBudget",
     "RegisterOutcome",
     "SQLiteStorage",
     "Storage",
     "StorageError",
     "StoredBundle",
     "UserKeys",
+    "device_bytes",
     "is_storable_device_id",
+    "opk_bytes",
+    "owner_key",
 ]
 
 T = TypeVar("T")
@@ -90,6 +96,8 @@ class RegisterOutcome(enum.Enum):
     CREATED = "created"
     UNCHANGED = "unchanged"  # same Ik, SPk, signature and SPk id: idempotent success
     CONFLICT = "conflict"  # the device exists with other keys
+    DEVICE_QUOTA = "device_quota"  # the account has its most devices; nothing stored
+    BYTES_QUOTA = "bytes_quota"  # the account's keys would exceed its bytes; nothing stored
 
 
 class AddOutcome(enum.Enum):
@@ -98,6 +106,49 @@ class AddOutcome(enum.Enum):
     ADDED = "added"
     NOT_FOUND = "not_found"
     LIMIT = "limit"  # stored + new would exceed the per-device cap; nothing added
+    BYTES_QUOTA = "bytes_quota"  # the account's keys would exceed its bytes; nothing added
+
+
+@dataclass(frozen=True)
+class AccountQuotas:
+    """What one account (the owner of its devices) may store; 0 means no limit.
+
+    Bytes count what the account puts in the database: each device's id (UTF-8), Ik, SPk,
+    signature and SPk id, and each OPk with its id (:func:`device_bytes`, :func:`opk_bytes`).
+    """
+
+    max_devices: int = 0  # (curve, device id) registrations
+    max_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class OPkBudget:
+    """How many OPks one requester may take: a token bucket kept in the database.
+
+    ``size`` OPks at once, refilled at ``size / window`` OPks per second, so over any span of
+    ``t`` seconds a requester takes at most ``size * (1 + t / window)``. Spent, bundles go out
+    without OPk (lime's flag 0), which lime accepts: the session starts from the SPk alone.
+    """
+
+    size: int
+    window: float
+
+    def tokens(self, stored: float | None, updated: float | None, now: float) -> float:
+        """The tokens available now, from the stored state (None: never spent: a full bucket)."""
+        if stored is None or updated is None:
+            return float(self.size)
+        refill = max(0.0, now - updated) * self.size / self.window
+        return min(float(self.size), stored + refill)
+
+
+def device_bytes(device_id: str, keys: UserKeys) -> int:
+    """The bytes a device row counts against its account's quota (without its OPks)."""
+    return len(device_id.encode("utf-8")) + len(keys.ik) + len(keys.spk) + len(keys.spk_sig) + 4
+
+
+def opk_bytes(opks: Sequence[OPk]) -> int:
+    """The bytes OPks count against their account's quota (key plus 4-byte id)."""
+    return sum(len(o.public) + 4 for o in opks)
 
 
 def is_storable_device_id(device_id: str) -> bool:
@@ -132,8 +183,15 @@ class Storage(abc.ABC):
         keys: UserKeys,
         opks: Sequence[OPk],
         expires_at: float | None,
+        *,
+        owner: str | None = None,
+        quotas: AccountQuotas | None = None,
     ) -> RegisterOutcome:
-        """Insert a device with its OPks, or recognise an identical re-registration."""
+        """Insert a device with its OPks, or recognise an identical re-registration.
+
+        ``owner`` (``user@domain``) is stored with the device; a new device is refused, with
+        nothing stored, when it would take its owner's devices or bytes over ``quotas``.
+        """
 
     @abc.abstractmethod
     def delete_user(self, curve: Curve, device_id: str) -> bool:
@@ -147,13 +205,41 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def add_opks(
-        self, curve: Curve, device_id: str, opks: Sequence[OPk], max_opks: int
+        self,
+        curve: Curve,
+        device_id: str,
+        opks: Sequence[OPk],
+        max_opks: int,
+        *,
+        max_account_bytes: int = 0,
     ) -> AddOutcome:
-        """Add OPks unless the device would then hold more than ``max_opks``."""
+        """Add OPks unless the device would then hold more than ``max_opks``, or its owner
+        more than ``max_account_bytes`` (0 = no limit); otherwise nothing is added."""
 
     @abc.abstractmethod
-    def take_bundles(self, curve: Curve, device_ids: Sequence[str]) -> list[StoredBundle | None]:
-        """For each id in order: the device's keys plus its oldest OPk, deleted; None if unknown."""
+    def take_bundles(
+        self,
+        curve: Curve,
+        device_ids: Sequence[str],
+        *,
+        requester: str | None = None,
+        budget: OPkBudget | None = None,
+        now: float = 0.0,
+    ) -> list[StoredBundle | None]:
+        """For each id in order: the device's keys plus its oldest OPk, deleted; None if unknown.
+
+        With a ``budget`` and a ``requester``, OPks are handed out only while the
+        requester's bucket (shared by every process on the database) holds a token; the
+        other bundles go out without OPk, and their OPks stay.
+        """
+
+    @abc.abstractmethod
+    def forget_budgets(self, before: float) -> int:
+        """Delete OPk budgets last spent before ``before`` (full again by then); return how many."""
+
+    @abc.abstractmethod
+    def account_usage(self, owner: str) -> tuple[int, int]:
+        """(devices, bytes) the owner ``user@domain`` has stored, as the quotas count them."""
 
     @abc.abstractmethod
     def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
@@ -220,6 +306,22 @@ class Storage(abc.ABC):
         """Release connections; idempotent."""
 
 
+
+
+def fill_owners(rows: list[tuple[int, str]]) -> list[tuple[str, int]]:
+    """(owner, uid) for the devices stored before owners were (schema step 2), from their ids.
+
+    Ids without a canonical owner (stored before the door checked them) keep a NULL owner:
+    they count against no account, and no account can act on them.
+    """
+    pairs = [(owner_key(str(user_id)), int(uid)) for uid, user_id in rows]
+    return [(owner, uid) for owner, uid in pairs if owner is not None]
+
+
+def owner_key(device_id: str) -> str | None:
+    """The account a device id belongs to, as stored: ``user@domain`` (see pylime.deviceid)."""
+    owner = device_owner(device_id)
+    return None if owner is None else f"{owner[0]}@{owner[1]}"
 
 
 class SQLiteStorage(Storage):
@@ -305,6 +407,9 @@ class SQLiteStorage(Storage):
                     continue
                 for statement in step.sqlite:
                     cur.execute(statement)
+                if step.version == schema.OWNER_STEP:
+                    rows = cur.execute("SELECT Uid, UserId FROM Users").fetchall()
+                    cur.executemany("UPDATE Users SET Owner = ? WHERE Uid = ?", fill_owners(rows))
                 cur.execute(f"PRAGMA user_version = {int(step.version)}")
             applied.append(step.version)
         return applied
@@ -395,6 +500,9 @@ class SQLiteStorage(Storage):
         keys: UserKeys,
         opks: Sequence[OPk],
         expires_at: float | None,
+        *,
+        owner: str | None = None,
+        quotas: AccountQuotas | None = None,
     ) -> RegisterOutcome:
         with self._tx() as cur:
             row = cur.execute(
@@ -409,10 +517,27 @@ class SQLiteStorage(Storage):
                     keys.spk_id,
                 )
                 return RegisterOutcome.UNCHANGED if same else RegisterOutcome.CONFLICT
+            if owner is not None and quotas is not None:
+                # BEGIN IMMEDIATE holds the write lock: no other registration runs meanwhile.
+                devices, used = self._usage(cur, owner)
+                if quotas.max_devices and devices >= quotas.max_devices:
+                    return RegisterOutcome.DEVICE_QUOTA
+                new = device_bytes(device_id, keys) + opk_bytes(opks)
+                if quotas.max_bytes and used + new > quotas.max_bytes:
+                    return RegisterOutcome.BYTES_QUOTA
             cur.execute(
-                "INSERT INTO Users (Curve, UserId, Ik, SPk, SPk_sig, SPk_id, Registered, Expires)"
-                " VALUES (?, ?, ?, ?, ?, ?, CAST(strftime('%s','now') AS REAL), ?)",
-                (int(curve), device_id, keys.ik, keys.spk, keys.spk_sig, keys.spk_id, expires_at),
+                "INSERT INTO Users (Curve, UserId, Ik, SPk, SPk_sig, SPk_id, Registered, Expires,"
+                " Owner) VALUES (?, ?, ?, ?, ?, ?, CAST(strftime('%s','now') AS REAL), ?, ?)",
+                (
+                    int(curve),
+                    device_id,
+                    keys.ik,
+                    keys.spk,
+                    keys.spk_sig,
+                    keys.spk_id,
+                    expires_at,
+                    owner,
+                ),
             )
             uid = cur.lastrowid
             cur.executemany(
@@ -420,6 +545,24 @@ class SQLiteStorage(Storage):
                 [(uid, o.public, o.id) for o in opks],
             )
             return RegisterOutcome.CREATED
+
+    @staticmethod
+    def _usage(cur: sqlite3.Cursor, owner: str) -> tuple[int, int]:
+        """(devices, bytes) stored for an owner, in the current transaction."""
+        devices, key_bytes = cur.execute(
+            "SELECT count(*), coalesce(sum(length(CAST(UserId AS BLOB)) + length(Ik)"
+            " + length(SPk) + length(SPk_sig) + 4), 0) FROM Users WHERE Owner = ?",
+            (owner,),
+        ).fetchone()
+        (opk_total,) = cur.execute(
+            "SELECT coalesce(sum(length(OPk) + 4), 0) FROM OPk"
+            " WHERE Uid IN (SELECT Uid FROM Users WHERE Owner = ?)",
+            (owner,),
+        ).fetchone()
+        return int(devices), int(key_bytes) + int(opk_total)
+
+    def account_usage(self, owner: str) -> tuple[int, int]:
+        return self._read(lambda cur: self._usage(cur, owner))
 
     def delete_user(self, curve: Curve, device_id: str) -> bool:
         with self._tx() as cur:
@@ -437,24 +580,56 @@ class SQLiteStorage(Storage):
             return cur.rowcount > 0
 
     def add_opks(
-        self, curve: Curve, device_id: str, opks: Sequence[OPk], max_opks: int
+        self,
+        curve: Curve,
+        device_id: str,
+        opks: Sequence[OPk],
+        max_opks: int,
+        *,
+        max_account_bytes: int = 0,
     ) -> AddOutcome:
         with self._tx() as cur:
-            uid = self._uid(cur, curve, device_id)
-            if uid is None:
+            row = cur.execute(
+                "SELECT Uid, Owner FROM Users WHERE Curve = ? AND UserId = ?",
+                (int(curve), device_id),
+            ).fetchone()
+            if row is None:
                 return AddOutcome.NOT_FOUND
+            uid, owner = int(row[0]), row[1]
             stored = cur.execute("SELECT count(*) FROM OPk WHERE Uid = ?", (uid,)).fetchone()[0]
             if stored + len(opks) > max_opks:
                 return AddOutcome.LIMIT
+            if max_account_bytes and owner is not None:
+                _, used = self._usage(cur, owner)
+                if used + opk_bytes(opks) > max_account_bytes:
+                    return AddOutcome.BYTES_QUOTA
             cur.executemany(
                 "INSERT INTO OPk (Uid, OPk, OPk_id) VALUES (?, ?, ?)",
                 [(uid, o.public, o.id) for o in opks],
             )
             return AddOutcome.ADDED
 
-    def take_bundles(self, curve: Curve, device_ids: Sequence[str]) -> list[StoredBundle | None]:
+    def take_bundles(
+        self,
+        curve: Curve,
+        device_ids: Sequence[str],
+        *,
+        requester: str | None = None,
+        budget: OPkBudget | None = None,
+        now: float = 0.0,
+    ) -> list[StoredBundle | None]:
         out: list[StoredBundle | None] = []
         with self._tx() as cur:
+            metered = budget is not None and requester is not None
+            tokens = float("inf")
+            if metered:
+                assert budget is not None
+                row = cur.execute(
+                    "SELECT Tokens, Updated FROM OPkBudgets WHERE Requester = ?", (requester,)
+                ).fetchone()
+                stored, updated = row if row is not None else (None, None)
+                tokens = budget.tokens(stored, updated, now)
+            taken = 0
             for device_id in device_ids:
                 row = cur.execute(
                     "SELECT Uid, Ik, SPk, SPk_sig, SPk_id FROM Users WHERE Curve = ? AND UserId = ?",
@@ -464,14 +639,30 @@ class SQLiteStorage(Storage):
                     out.append(None)
                     continue
                 keys = UserKeys(bytes(row[1]), bytes(row[2]), bytes(row[3]), int(row[4]))
-                opk_row = cur.execute(
-                    "DELETE FROM OPk WHERE id = (SELECT id FROM OPk WHERE Uid = ? ORDER BY id LIMIT 1)"
-                    " RETURNING OPk, OPk_id",
-                    (row[0],),
-                ).fetchone()
-                opk = None if opk_row is None else OPk(bytes(opk_row[0]), int(opk_row[1]))
+                opk = None
+                if tokens - taken >= 1:
+                    opk_row = cur.execute(
+                        "DELETE FROM OPk WHERE id ="
+                        " (SELECT id FROM OPk WHERE Uid = ? ORDER BY id LIMIT 1)"
+                        " RETURNING OPk, OPk_id",
+                        (row[0],),
+                    ).fetchone()
+                    if opk_row is not None:
+                        opk = OPk(bytes(opk_row[0]), int(opk_row[1]))
+                        taken += 1
                 out.append(StoredBundle(keys, opk))
+            if metered and taken:
+                cur.execute(
+                    "INSERT OR REPLACE INTO OPkBudgets (Requester, Tokens, Updated)"
+                    " VALUES (?, ?, ?)",
+                    (requester, tokens - taken, now),
+                )
         return out
+
+    def forget_budgets(self, before: float) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM OPkBudgets WHERE Updated < ?", (before,))
+            return cur.rowcount
 
     def opk_ids(self, curve: Curve, device_id: str) -> list[int] | None:
         def query(cur: sqlite3.Cursor) -> list[int] | None:

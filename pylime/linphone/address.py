@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pylime.deviceid import is_canonical_device_id, split_device_id
 from pylime.linphone.errors import InvalidDeviceIdError
 
 __all__ = [
@@ -149,25 +150,32 @@ def _device_from_uri(uri: SipUri, original: str) -> DeviceId:
         raise InvalidDeviceIdError(f"a device id needs a gr=urn:uuid:… parameter: {_preview(original)}")
     if not _GR_RE.match(gr):
         raise InvalidDeviceIdError(f"the gr parameter is not urn:uuid:<uuid>: {_preview(original)}")
-    return DeviceId(scheme=uri.scheme, user=uri.user, host=uri.host, gr=gr)
+    device = DeviceId(scheme=uri.scheme, user=uri.user, host=uri.host, gr=gr)
+    # The key server's rule (pylime.deviceid): e.g. no '?' in the user part.
+    if not is_canonical_device_id(str(device)):
+        raise InvalidDeviceIdError(f"not a device id the key server accepts: {_preview(original)}")
+    return device
 
 
 def parse_device_id(text: str) -> DeviceId:
     """Parse a device id that is already in Linphone's canonical URI-only GRUU form.
 
+    The shape is :func:`pylime.deviceid.split_device_id`'s, the one the key server accepts,
+    with a ``gr=urn:uuid:<uuid>`` parameter required.
+
     Raises:
         InvalidDeviceIdError: anything else, including a port, other parameters or brackets
             (use :func:`normalize_device_id` for a Contact or name-addr).
     """
-    uri = parse_sip_uri(text) if text == text.strip() and "<" not in text else None
-    if uri is None:
-        raise InvalidDeviceIdError(f"not a bare URI: {_preview(text)}")
-    device = _device_from_uri(uri, text)
-    if str(device) != text:
-        raise InvalidDeviceIdError(
-            f"not in canonical form (only scheme, user, host and gr allowed): {_preview(text)}"
-        )
-    return device
+    try:
+        parts = split_device_id(text)
+    except ValueError as exc:
+        raise InvalidDeviceIdError(str(exc)) from None
+    if parts.gr is None:
+        raise InvalidDeviceIdError(f"a device id needs a gr=urn:uuid:… parameter: {_preview(text)}")
+    if not _GR_RE.match(parts.gr):
+        raise InvalidDeviceIdError(f"the gr parameter is not urn:uuid:<uuid>: {_preview(text)}")
+    return DeviceId(scheme=parts.scheme, user=parts.user, host=parts.host, gr=parts.gr)
 
 
 def normalize_device_id(address: str) -> str:
@@ -177,7 +185,8 @@ def normalize_device_id(address: str) -> str:
     liblinphone's ``IdentityAddress`` does; use it on a remote Contact before trusting it.
 
     Raises:
-        InvalidDeviceIdError: no user part, or no ``gr=urn:uuid:…`` parameter.
+        InvalidDeviceIdError: no user part, no ``gr=urn:uuid:…`` parameter, or a user part
+            the canonical form refuses (``?``, a password part).
     """
     return str(_device_from_uri(parse_sip_uri(address), address))
 

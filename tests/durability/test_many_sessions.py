@@ -67,8 +67,9 @@ def renew(tmp_path: Path, server: KeyServer, sessions: int) -> Renewed:
 
 @pytest.fixture
 def many_server():
-    """A key server that stores enough OPks per device for hundreds of sessions."""
-    with KeyServer(max_opks_per_device=1000) as server:
+    """A key server that stores enough OPks per device for hundreds of sessions, and hands
+    them all to Alice (no per-account OPk budget: every X3DH must carry one)."""
+    with KeyServer(max_opks_per_device=1000, opk_budget=0) as server:
         yield server
 
 

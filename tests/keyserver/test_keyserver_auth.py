@@ -44,8 +44,11 @@ def test_rfc7616_example_md5_and_sha256() -> None:
     ("device_id", "owner"),
     [
         ("sip:alice@example.org;gr=urn:uuid:1", ("alice", "example.org")),
-        ("sips:alice@Example.ORG:5061;gr=x", ("alice", "example.org")),
-        ("<sip:al%69ce@example.org;gr=x>", ("alice", "example.org")),
+        ("sips:alice@Example.ORG;gr=x", ("alice", "example.org")),
+        ("sip:al%69ce@example.org;gr=x", ("alice", "example.org")),
+        ("sips:alice@example.org:5061;gr=x", None),  # a port: not canonical
+        ("<sip:alice@example.org;gr=x>", None),  # brackets: not canonical
+        ("sip:alice:x@bob@example.org", None),  # nobody's, not bob's
         ("sip:alice@example.org", ("alice", "example.org")),
         ("sip:example.org;gr=x", None),
         ("tel:+331234", None),
@@ -54,7 +57,7 @@ def test_rfc7616_example_md5_and_sha256() -> None:
     ],
 )
 def test_device_owner(device_id: str, owner: tuple[str, str] | None) -> None:
-    """A device id's owner is its SIP URI's user and lower-cased domain."""
+    """A canonical device id's owner is its user and lower-cased domain; other shapes have none."""
     assert device_owner(device_id) == owner
 
 

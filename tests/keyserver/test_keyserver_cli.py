@@ -87,3 +87,35 @@ def test_account_commands_speak_json(tmp_path: Path) -> None:
     assert json.loads(out) == {"ok": True, "account": "bob@b.org", "removed": True}
     code, out = run("keyserver", "account", "list", "--db", db, "--json")
     assert json.loads(out) == {"ok": True, "accounts": []}
+
+
+def test_serve_abuse_limits_reach_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve's quota and OPk-budget options default to the server's numbers and are passed on."""
+    from pylime.keyserver import app, core, service
+
+    seen: list[app.ServerConfig] = []
+    monkeypatch.setattr(service, "serve", lambda config, *a, **k: seen.append(config))
+    db = str(tmp_path / "keys.sqlite3")
+    assert run("keyserver", "serve", "--open", "--plain-http", "--db", db)[0] == 0
+    assert run(
+        "keyserver", "serve", "--open", "--plain-http", "--db", db,
+        "--max-devices-per-account", "4", "--max-device-id-length", "128",
+        "--max-account-bytes", "0", "--opk-budget", "7", "--opk-budget-window", "60",
+    )[0] == 0
+    default, chosen = seen
+    assert (
+        default.max_devices_per_account,
+        default.max_device_id_length,
+        default.max_account_bytes,
+        default.opk_budget,
+        default.opk_budget_window,
+    ) == (
+        core.DEFAULT_MAX_DEVICES_PER_ACCOUNT,
+        core.DEFAULT_MAX_DEVICE_ID_LENGTH,
+        core.DEFAULT_MAX_ACCOUNT_BYTES,
+        core.DEFAULT_OPK_BUDGET,
+        core.DEFAULT_OPK_BUDGET_WINDOW,
+    ) == (32, 256, 256 * 1024, 100, 3600.0)
+    assert (chosen.max_devices_per_account, chosen.max_device_id_length) == (4, 128)
+    assert (chosen.max_account_bytes, chosen.opk_budget, chosen.opk_budget_window) == (0, 7, 60.0)
+    assert app.ServerConfig.from_json(chosen.to_json()) == chosen

@@ -206,8 +206,9 @@ def test_cross_account_changes_are_refused(live: Live, curve: Curve) -> None:
         status, _ = bob.post(live.url, ALICE, body)
         assert status == 403
     # Nothing changed: alice's original keys and both OPks are still served.
-    expected = hdr(0x06, curve) + u16(2) + alice.bundle(1) + alice.bundle(2)
-    assert bob.post(live.url, BOB, get_bundles(curve, ALICE, ALICE)) == (200, expected)
+    for opk in (1, 2):
+        expected = hdr(0x06, curve) + u16(1) + alice.bundle(opk)
+        assert bob.post(live.url, BOB, get_bundles(curve, ALICE)) == (200, expected)
 
 
 def test_any_account_fetches_bundles(live: Live, curve: Curve) -> None:
@@ -457,3 +458,54 @@ def test_async_transport_concurrent_posts(live_sqlite: Live) -> None:
         assert isinstance(bundle, PeerBundle) and bundle.bundles[0].opk is not None
         ids.add(bundle.bundles[0].opk.id)
     assert len(ids) == 20
+
+
+# ------------------------------------------------------------------ abuse limits (issue 17)
+
+
+@pytest.mark.parametrize(
+    "odd", ["sip:alice:x@bob@example.org", "sip:bob@alice@example.org", "<sip:alice@example.org>"]
+)
+def test_odd_device_ids_are_refused_for_every_account(live: Live, odd: str) -> None:
+    """An id of odd shape is nobody's: neither alice nor bob can register it (0x02), nothing is
+    stored, and a bundle request for it answers unknown."""
+    d = Device(odd, Curve.C25519)
+    for user in ("alice", "bob"):
+        status, body = live.transport(user).post(live.url, odd, d.register())
+        assert status == 200 and body[:4] == error(1, 0x02)
+    assert live.server.opk_count(odd) == 0
+    answer = live.transport("bob").post(live.url, BOB, get_bundles(1, odd))
+    assert answer == (200, hdr(0x06, 1) + u16(1) + unknown_entry(odd))
+
+
+def test_opk_budget_is_charged_to_the_authenticated_account(
+    served_backend: str, tmp_path: Path, tls_files: tuple[Path, Path]
+) -> None:
+    """Over HTTPS the account pays for its OPks, whichever of its devices asks."""
+    with make_server(served_backend, tmp_path, opk_budget=2) as server:
+        for user in ("alice", "bob"):
+            server.storage.put_account(make_account(user, REALM, f"{user}-pw"))
+        bob_device = Device(BOB, Curve.C25519)
+        server.handle(BOB, bob_device.register(range(1, 11)))
+        with (
+            ServerThread(
+                ServerConfig(realm=REALM), server=server, cert=tls_files[0], key=tls_files[1]
+            ) as thread,
+            HttpsTransport(
+                ca_file=tls_files[0], username="alice", password="alice-pw", timeout=10
+            ) as alice,
+            HttpsTransport(
+                ca_file=tls_files[0], username="bob", password="bob-pw", timeout=10
+            ) as bob,
+        ):
+            got = []
+            for sender in (ALICE, ALICE2, ALICE):
+                status, body = alice.post(thread.url, sender, get_bundles(1, BOB))
+                parsed = parse_response(body)
+                assert status == 200 and isinstance(parsed, PeerBundle)
+                got.append(parsed.bundles[0].opk is not None)
+            assert got == [True, True, False]
+            status, body = bob.post(thread.url, BOB, get_bundles(1, BOB))
+            parsed = parse_response(body)
+            assert isinstance(parsed, PeerBundle) and parsed.bundles[0].opk is not None
+        assert server.opk_count(BOB) == 7

@@ -123,11 +123,12 @@ def test_liveness_and_readiness_are_distinct(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """/healthz says the process answers; /readyz also needs the database at this code's
-    schema: a database migrated ahead (here: code that expects version 2) is not ready."""
+    schema: a database migrated ahead (here: code that expects the next version) is not ready."""
     assert served.get("/healthz").json() == {"status": "live"}
     ready = served.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ok", "schema": 1}
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    latest = schema.SCHEMA_VERSION
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "schema": latest}
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", latest + 1)
     ready = served.get("/readyz")
     assert ready.status_code == 503 and ready.json()["status"] == "schema mismatch"
     assert served.get("/healthz").status_code == 200

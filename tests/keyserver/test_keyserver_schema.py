@@ -76,8 +76,12 @@ def extra_step(version: int, sqlite: tuple[str, ...], postgres: tuple[str, ...])
     return Step(version, f"test step {version}", sqlite, postgres)
 
 
+# The code's own latest version; the tests add steps after it.
+LATEST = schema.SCHEMA_VERSION
+NEXT = LATEST + 1
+
 NOTES_STEP = extra_step(
-    2,
+    NEXT,
     ("CREATE TABLE Notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",),
     ("CREATE TABLE lime_notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)",),
 )
@@ -85,9 +89,9 @@ NOTES_STEP = extra_step(
 
 @pytest.fixture
 def with_step_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The code knows a migration step 2 (a table added by a later release)."""
+    """The code knows one more migration step (a table added by a later release)."""
     monkeypatch.setattr(schema, "STEPS", (*schema.STEPS, NOTES_STEP))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", NEXT)
 
 
 def test_an_empty_database_gets_every_step(backend: str, blank: str) -> None:
@@ -117,41 +121,47 @@ def test_every_table_and_column_is_exported_or_excused(backend: str, blank: str)
         assert columns(backend, blank, name) == expected, name
 
 
-def test_a_database_made_by_the_previous_release_is_served(backend: str, blank: str) -> None:
-    """A database written by pylime 0.2's own SQL is version 1 and opens without migrate,
-    its keys and OPks intact."""
+def test_a_database_made_by_the_previous_release_is_migrated(backend: str, blank: str) -> None:
+    """A database written by pylime 0.2's own SQL is version 1: migrate applies the later
+    steps (2: device owners and OPk budgets) and keeps its keys, OPks and accounts."""
     write_main_v1(backend, blank)
-    storage = open_storage(blank)
+    with pytest.raises(SchemaTooOldError):
+        open_storage(blank)
+    storage = open_storage(blank, migrate=True)
     try:
-        assert storage.schema_version() == 1 and storage.applied_steps == []
+        assert storage.applied_steps == list(range(2, LATEST + 1))
+        assert storage.schema_version() == LATEST
         (bundle,) = storage.take_bundles(Curve.C25519, ["sip:alice@example.org;gr=a"])
         assert bundle is not None and bundle.keys.ik == b"\x11"
         assert bundle.opk is not None and bundle.opk.id == 1  # the oldest first
         assert storage.get_account("alice", "example.org") is not None
+        assert storage.account_usage("alice@example.org")[0] == 1  # owner filled from the id
     finally:
         storage.close()
 
 
 @pytest.mark.usefixtures("with_step_2")
 def test_an_older_database_is_refused_until_migrated(backend: str, blank: str) -> None:
-    """A version-1 database under code at version 2: a typed refusal naming the command,
-    then `pylime keyserver migrate` applies step 2, records it, keeps the data."""
+    """A version-1 database under code one step further: a typed refusal naming the command,
+    then `pylime keyserver migrate` applies the missing steps, records them, keeps the data."""
     write_main_v1(backend, blank)
     with pytest.raises(SchemaTooOldError, match="pylime keyserver migrate") as refused:
         open_storage(blank)
-    assert (refused.value.found, refused.value.supported) == (1, 2)
+    assert (refused.value.found, refused.value.supported) == (1, NEXT)
+    missing = list(range(2, NEXT + 1))
 
     code, out = cli("keyserver", "migrate", "--db", blank, "--check", "--json")
-    assert code == 1 and json.loads(out) == {"ok": True, "version": 1, "latest": 2, "pending": [2]}
+    assert code == 1
+    assert json.loads(out) == {"ok": True, "version": 1, "latest": NEXT, "pending": missing}
 
     code, out = cli("keyserver", "migrate", "--db", blank, "--json")
     assert code == 0, out
-    assert json.loads(out) == {"ok": True, "from": 1, "to": 2, "applied": [2]}
+    assert json.loads(out) == {"ok": True, "from": 1, "to": NEXT, "applied": missing}
     assert ("lime_notes" if backend == "postgres" else "Notes") in table_names(backend, blank)
 
     storage = open_storage(blank)  # now served
     try:
-        assert storage.schema_version() == 2
+        assert storage.schema_version() == NEXT
         assert storage.opk_ids(Curve.C25519, "sip:alice@example.org;gr=a") == [1, 2]
     finally:
         storage.close()
@@ -162,23 +172,23 @@ def test_an_older_database_is_refused_until_migrated(backend: str, blank: str) -
 def test_a_failing_step_leaves_the_previous_version(
     backend: str, blank: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Steps run one transaction each: step 2 commits, step 3 fails half-way and leaves
-    nothing behind (its first table is rolled back), and the version stays 2."""
+    """Steps run one transaction each: the steps up to NEXT commit, the one after fails
+    half-way and leaves nothing behind (its first table is rolled back), the version stays."""
     write_main_v1(backend, blank)
     broken = extra_step(
-        3,
+        NEXT + 1,
         ("CREATE TABLE Half (id INTEGER)", "CREATE TABLE Notes (id INTEGER)"),
         ("CREATE TABLE lime_half (id BIGINT)", "CREATE TABLE lime_notes (id BIGINT)"),
     )
     monkeypatch.setattr(schema, "STEPS", (*schema.STEPS, NOTES_STEP, broken))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", NEXT + 1)
     with pytest.raises(StorageError):
         open_storage(blank, migrate=True)
     names = table_names(backend, blank)
     assert not {"Half", "lime_half"} & names
     with pytest.raises(SchemaTooOldError) as refused:
         open_storage(blank)
-    assert refused.value.found == 2
+    assert refused.value.found == NEXT
 
 
 def test_a_newer_database_is_refused(backend: str, blank: str) -> None:
