@@ -41,7 +41,7 @@ from pylime.keyserver.storage import Account, SQLiteStorage, StorageError, is_st
 if TYPE_CHECKING:
     from pylime.keyserver.metrics import Metrics
 
-__all__ = ["ENV_CONFIG", "KeyServerApp", "ServerConfig", "app_from_environment"]
+__all__ = ["ENV_CONFIG", "HttpLimits", "KeyServerApp", "ServerConfig", "app_from_environment"]
 
 log = logging.getLogger("pylime.keyserver.http")
 
@@ -57,6 +57,33 @@ ENV_CONFIG = "PYLIME_KEYSERVER_CONFIG"
 # 1 MiB: far above a registerUser with 200 curve448 OPks (12 KB) or a bundle request for
 # thousands of devices, far below the 3.9 MB of a registerUser with 0xFFFF curve448 OPks.
 DEFAULT_MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one connection may hold, enforced by :mod:`pylime.keyserver.http_guard`.
+
+    Times are in seconds. A lime request's head is under 1 KiB (digest Authorization, the
+    device id, content type), sent in one segment: the defaults leave room for slow mobile
+    links and none for a client that trickles its head or hoards idle sockets.
+    """
+
+    max_header_bytes: int = 16 * 1024  # request line + headers; 431 (414: request line alone)
+    request_line_timeout: float = 5.0  # from a request's first byte to its request line's end
+    header_timeout: float = 10.0  # from a request's first byte to the end of its head (408)
+    idle_timeout: float = 10.0  # a new connection's first byte must come within this
+    keep_alive_timeout: float = 30.0  # an idle connection between requests is then closed
+    max_connections_per_address: int = 64  # per process; 0 = no cap (503 past it)
+
+    def __post_init__(self) -> None:
+        if self.max_header_bytes < 256:
+            raise ValueError("max_header_bytes must be at least 256")
+        for name in ("request_line_timeout", "header_timeout", "idle_timeout",
+                     "keep_alive_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_connections_per_address < 0:
+            raise ValueError("max_connections_per_address must be 0 (no cap) or more")
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,8 @@ class ServerConfig:
     # Operations: GET /metrics (off unless asked), answered only to these client networks.
     metrics: bool = False
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # HTTP limits per connection and client address (http_guard.py)
+    http: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         if not self.open and not self.realm:
@@ -101,6 +130,7 @@ class ServerConfig:
         data["algorithms"] = tuple(data.get("algorithms", ("SHA-256", "MD5")))
         if "metrics_allow" in data:
             data["metrics_allow"] = tuple(data["metrics_allow"])
+        data["http"] = HttpLimits(**data.get("http", {}))
         return cls(**data)
 
 
