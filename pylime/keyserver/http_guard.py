@@ -104,7 +104,7 @@ class _Guard:
 
     # ------------------------------------------------------------ connection
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         cap = self._limits.max_connections_per_address
         if cap and self.client:
@@ -173,10 +173,12 @@ class _Guard:
         self._head_deadline = self.loop.time() + limits.header_timeout
         self._arm(min(limits.request_line_timeout, limits.header_timeout), self._on_deadline)
 
-    def _head_done(self, size: int) -> None:
-        """The head is parsed (``size`` bytes, about): refuse it if too large, else go on."""
+    def _head_done(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The head is parsed: refuse it if too large (raising _Refused), else go on."""
+        line = len(target) + 20  # method, spaces, version, CRLF
+        size = line + sum(len(name) + len(value) + 4 for name, value in headers)
         if size > self._limits.max_header_bytes:
-            self._refuse_too_large(request_line=False)
+            self._refuse_too_large(request_line=line > self._limits.max_header_bytes)
             raise _Refused
         self._phase = _BUSY
         self._cancel()  # the body has the app's own deadline (ServerConfig.body_timeout)
@@ -242,22 +244,38 @@ class _Guard:
         return self.client[0] if self.client else "?"
 
 
-def _head_size(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
-    """The bytes of a head as sent, near enough: request line plus ``name: value\\r\\n`` lines."""
-    return len(target) + 20 + sum(len(name) + len(value) + 4 for name, value in headers)
-
-
 if HttpToolsProtocol is not None:
+    import httptools
 
-    class GuardedHttpTools(_Guard, HttpToolsProtocol):  # type: ignore[misc]
+    class _HttpToolsParser(httptools.HttpRequestParser):
+        """httptools' parser, stopped quietly by a refusal (uvicorn would log and answer 400)."""
+
+        def __init__(self, guard: GuardedHttpTools) -> None:
+            super().__init__(guard)
+            self._guard = guard
+
+        def feed_data(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+            try:
+                super().feed_data(data)
+            except httptools.HttpParserCallbackError:
+                if self._guard._phase != _REFUSED:
+                    raise
+
+    class GuardedHttpTools(_Guard, HttpToolsProtocol):
         """uvicorn's httptools protocol with the limits of :class:`HttpLimits`."""
+
+        def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+            super().__init__(config, *args, **kwargs)
+            self.parser = _HttpToolsParser(self)
+            # as uvicorn does: answer the first of pipelined requests sent before a close
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._begin()
 
         def on_headers_complete(self) -> None:
-            self._head_done(_head_size(self.url, self.headers))
+            self._head_done(self.url, self.headers)
             super().on_headers_complete()
 
 else:  # pragma: no cover (httptools is installed with pylime[server])
@@ -270,19 +288,24 @@ class _H11Connection(h11.Connection):
     def __init__(self, guard: GuardedH11, max_incomplete_event_size: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._guard = guard
-        self.refusal: int | None = None
 
     def next_event(self) -> Any:
+        guard = self._guard
+        if guard._phase == _REFUSED:
+            return h11.NEED_DATA  # nothing more is parsed on a refused connection
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as exc:
-            self.refusal = exc.error_status_hint
-            raise
+            if exc.error_status_hint != 431:
+                raise  # uvicorn answers 400
+            # h11's own bound on an incomplete head: answer 431/414, not uvicorn's 400
+            guard._refuse_too_large(request_line=guard._phase == _LINE)
+            return h11.NEED_DATA
         if isinstance(event, h11.Request):
             try:
-                self._guard._head_done(_head_size(event.target, list(event.headers)))
+                guard._head_done(event.target, list(event.headers))
             except _Refused:
-                raise h11.RemoteProtocolError("refused", 431) from None
+                return h11.NEED_DATA
         return event
 
 
@@ -295,16 +318,11 @@ class GuardedH11(_Guard, H11Protocol):
         super().__init__(config, *args, **kwargs)
         self.conn = _H11Connection(self, self._limits.max_header_bytes)
 
-    def send_400_response(self, msg: str) -> None:
-        if self._phase != _REFUSED and self.conn.refusal == 431:
-            # h11's own bound on an incomplete head (its hint is 431; uvicorn would say 400)
-            self._refuse_too_large(request_line=self._phase == _LINE)
-            return
-        super().send_400_response(msg)
-
 
 #: The guarded protocol for this installation: httptools where installed, else h11.
-GuardedProtocol: type[asyncio.Protocol] = GuardedHttpTools or GuardedH11
+GuardedProtocol: type[asyncio.Protocol] = (
+    GuardedH11 if GuardedHttpTools is None else GuardedHttpTools
+)
 
 
 def guarded_config(limits: HttpLimits, app: Any, **kwargs: Any) -> uvicorn.Config:
