@@ -15,8 +15,8 @@ likes. :class:`GuardedHttpTools` and :class:`GuardedH11` add what :class:`HttpLi
 - at most ``max_connections_per_address`` connections per client address per process;
   one more is answered 503 and closed.
 
-Refused connections get their status, then a short lingering close (what nginx does) so the
-client can read it while it is still sending, instead of a reset. Counters are per process:
+Refused connections get their status, then a short lingering close (at most 2 s and
+256 KiB, what nginx does) so that a client still sending can read it. Counters are per process:
 with ``--workers N`` an address may hold up to N times the cap.
 """
 
@@ -44,8 +44,11 @@ log = logging.getLogger("pylime.keyserver.http")
 
 # Where guarded_config leaves the limits on uvicorn's Config (pickled to worker processes).
 _LIMITS_ATTR = "pylime_http_limits"
-# How long a refused connection is still read (and what it sends discarded) before closing.
+# A refused connection is still read (and what it sends dropped) for this long or this many
+# bytes, so that a client still sending reads its answer before the close (nginx's lingering
+# close, bounded in bytes too: a flood of 8 MiB heads must not cost the server 8 MiB each).
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 256 * 1024
 
 _IDLE, _LINE, _HEAD, _BUSY, _REFUSED = range(5)
 
@@ -133,8 +136,11 @@ class _Guard:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == _REFUSED:
-            return  # lingering: read and drop
+        if self._phase == _REFUSED:  # lingering: read and drop, up to a bound
+            self._head_bytes += len(data)
+            if self._head_bytes > LINGER_BYTES:
+                self.transport.close()
+            return
         self._chunk_phase = self._phase
         if self._phase == _IDLE and not self._count_head_bytes:
             self._begin()  # h11 has no message-begin callback: the first byte is the begin
@@ -213,6 +219,7 @@ class _Guard:
         if self._phase == _REFUSED:
             return
         self._phase = _REFUSED
+        self._head_bytes = 0  # now counts the bytes dropped while lingering
         self._cancel()
         getattr(self, "_unset_keepalive_if_required", lambda: None)()
         _throttled.info(f"{status} {reason}", self._client_name())
