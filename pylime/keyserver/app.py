@@ -5,7 +5,9 @@ path; the device id comes from ``X-Lime-user-identity`` or else ``From``. Protoc
 X3DH error messages inside HTTP 200 (that is what lime reads); transport and authentication
 failures are real HTTP statuses: 401 (with a Digest challenge), 403 (another account's
 device), 405, 408 (body too slow), 413 (body over the cap), 429 (over the rate limit),
-503 (database down).
+503 (database down). Below the app, :mod:`pylime.keyserver.http_guard` answers 408 (head
+too slow), 414/431 (head too large) and 503 (too many connections from one address) under
+:class:`HttpLimits`.
 
 Probes, without authentication: ``GET /healthz`` (liveness: the process answers, nothing
 else is checked), ``GET /readyz`` (readiness: the database answers and its schema is this
