@@ -139,7 +139,10 @@ class _Guard:
         if self._phase == _REFUSED:  # lingering: read and drop, up to a bound
             self._head_bytes += len(data)
             if self._head_bytes > LINGER_BYTES:
-                self.transport.close()
+                if self._in_flight():
+                    self.transport.pause_reading()  # uvicorn closes once that response is out
+                else:
+                    self.transport.close()
             return
         self._chunk_phase = self._phase
         if self._phase == _IDLE and not self._count_head_bytes:
@@ -226,6 +229,11 @@ class _Guard:
         transport = self.transport
         if transport.is_closing():
             return
+        if self._in_flight():
+            # A pipelined request refused while the previous one's response is being written:
+            # no status in the middle of it; the connection closes once that response is out.
+            self.cycle.keep_alive = False  # type: ignore[attr-defined]
+            return
         body = reason.encode() + b"\n"
         transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -237,6 +245,11 @@ class _Guard:
         self._timer = self.loop.call_later(LINGER_SECONDS, transport.close)
 
     # ------------------------------------------------------------ helpers
+
+    def _in_flight(self) -> bool:
+        """Whether a response is being produced on this connection (pipelining)."""
+        cycle = getattr(self, "cycle", None)
+        return cycle is not None and not cycle.response_complete
 
     def _arm(self, delay: float, callback: Any) -> None:
         self._cancel()
