@@ -5,7 +5,9 @@ path; the device id comes from ``X-Lime-user-identity`` or else ``From``. Protoc
 X3DH error messages inside HTTP 200 (that is what lime reads); transport and authentication
 failures are real HTTP statuses: 401 (with a Digest challenge), 403 (another account's
 device), 405, 408 (body too slow), 413 (body over the cap), 429 (over the rate limit),
-503 (database down).
+503 (database down). Below the app, :mod:`pylime.keyserver.http_guard` answers 408 (head
+too slow), 414/431 (head too large) and 503 (too many connections from one address) under
+:class:`HttpLimits`.
 
 Probes, without authentication: ``GET /healthz`` (liveness: the process answers, nothing
 else is checked), ``GET /readyz`` (readiness: the database answers and its schema is this
@@ -50,7 +52,7 @@ from pylime.keyserver.storage import Account, SQLiteStorage, StorageError
 if TYPE_CHECKING:
     from pylime.keyserver.metrics import Metrics
 
-__all__ = ["ENV_CONFIG", "KeyServerApp", "ServerConfig", "app_from_environment"]
+__all__ = ["ENV_CONFIG", "HttpLimits", "KeyServerApp", "ServerConfig", "app_from_environment"]
 
 log = logging.getLogger("pylime.keyserver.http")
 
@@ -66,6 +68,33 @@ ENV_CONFIG = "PYLIME_KEYSERVER_CONFIG"
 # 1 MiB: far above a registerUser with 200 curve448 OPks (12 KB) or a bundle request for
 # thousands of devices, far below the 3.9 MB of a registerUser with 0xFFFF curve448 OPks.
 DEFAULT_MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one connection may hold, enforced by :mod:`pylime.keyserver.http_guard`.
+
+    Times are in seconds. A lime request's head is under 1 KiB (digest Authorization, the
+    device id, content type), sent in one segment: the defaults leave room for slow mobile
+    links and none for a client that trickles its head or hoards idle sockets.
+    """
+
+    max_header_bytes: int = 16 * 1024  # request line + headers; 431 (414: request line alone)
+    request_line_timeout: float = 5.0  # from a request's first byte to its request line's end
+    header_timeout: float = 10.0  # from a request's first byte to the end of its head (408)
+    idle_timeout: float = 10.0  # a new connection's first byte must come within this
+    keep_alive_timeout: float = 30.0  # an idle connection between requests is then closed
+    max_connections_per_address: int = 64  # per process; 0 = no cap (503 past it)
+
+    def __post_init__(self) -> None:
+        if self.max_header_bytes < 256:
+            raise ValueError("max_header_bytes must be at least 256")
+        for name in ("request_line_timeout", "header_timeout", "idle_timeout",
+                     "keep_alive_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_connections_per_address < 0:
+            raise ValueError("max_connections_per_address must be 0 (no cap) or more")
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,8 @@ class ServerConfig:
     max_account_bytes: int = DEFAULT_MAX_ACCOUNT_BYTES
     opk_budget: int = DEFAULT_OPK_BUDGET
     opk_budget_window: float = DEFAULT_OPK_BUDGET_WINDOW
+    # HTTP limits per connection and client address (http_guard.py)
+    http: HttpLimits = field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         if not self.open and not self.realm:
@@ -116,6 +147,7 @@ class ServerConfig:
         data["algorithms"] = tuple(data.get("algorithms", ("SHA-256", "MD5")))
         if "metrics_allow" in data:
             data["metrics_allow"] = tuple(data["metrics_allow"])
+        data["http"] = HttpLimits(**data.get("http", {}))
         return cls(**data)
 
 

@@ -142,6 +142,49 @@ def keyserver() -> None:
     help="Requests/s per account (or client address with --open), per worker; 0 = none.",
 )
 @click.option(
+    "--max-header-bytes",
+    default=16 * 1024,
+    show_default=True,
+    type=click.IntRange(256),
+    help="Largest request head (request line and headers); 431 past it.",
+)
+@click.option(
+    "--request-line-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds from a request's first byte to the end of its request line; 408 past it.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds from a request's first byte to the end of its headers; 408 past it.",
+)
+@click.option(
+    "--idle-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a new connection may stay silent before it is closed.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds an idle connection is kept between requests.",
+)
+@click.option(
+    "--max-connections-per-address",
+    default=64,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Open connections per client address, per worker; 503 past it; 0 = no cap "
+    "(behind a reverse proxy, every client has the proxy's address).",
+)
+@click.option(
     "--digest-algorithm",
     "algorithms",
     multiple=True,
@@ -185,6 +228,12 @@ def serve(
     opk_budget_window: float,
     nonce_lifetime: float,
     rate_limit: float,
+    max_header_bytes: int,
+    request_line_timeout: float,
+    header_timeout: float,
+    idle_timeout: float,
+    keep_alive_timeout: float,
+    max_connections_per_address: int,
     algorithms: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -197,7 +246,7 @@ def serve(
     Probes: GET /healthz (live), GET /readyz (database up, schema current); GET /metrics
     with --metrics.
     """
-    from pylime.keyserver.app import ServerConfig
+    from pylime.keyserver.app import HttpLimits, ServerConfig
     from pylime.keyserver.service import serve as run
     from pylime.keyserver.tls import certificate_fingerprint, ensure_self_signed
 
@@ -236,6 +285,14 @@ def serve(
             algorithms=tuple(a.upper() for a in algorithms) or ("SHA-256", "MD5"),
             metrics=metrics,
             metrics_allow=metrics_allow or ("127.0.0.0/8", "::1/128"),
+            http=HttpLimits(
+                max_header_bytes=max_header_bytes,
+                request_line_timeout=request_line_timeout,
+                header_timeout=header_timeout,
+                idle_timeout=idle_timeout,
+                keep_alive_timeout=keep_alive_timeout,
+                max_connections_per_address=max_connections_per_address,
+            ),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

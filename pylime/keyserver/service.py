@@ -25,6 +25,7 @@ from uvicorn.supervisors import Multiprocess
 from pylime.keyserver.app import ENV_CONFIG, KeyServerApp, ServerConfig
 from pylime.keyserver.core import KeyServer
 from pylime.keyserver.logs import log_config
+from pylime.keyserver.http_guard import guarded_config
 
 __all__ = ["ServerThread", "serve"]
 
@@ -104,7 +105,10 @@ def _serve(
     graceful_timeout: float,
     log_format: str,
 ) -> None:
-    uv_config = uvicorn.Config(
+    # The HTTP limits (header size and deadlines, idle and keep-alive timeouts, connections
+    # per address) come from config.http through the guarded protocol (http_guard.py).
+    uv_config = guarded_config(
+        config.http,
         "pylime.keyserver.app:app_from_environment",
         factory=True,
         host=host,
@@ -118,9 +122,6 @@ def _serve(
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=int(graceful_timeout),
-        # Bound what one client can hold: idle keep-alive sockets and request headers.
-        timeout_keep_alive=30,
-        h11_max_incomplete_event_size=64 * 1024,
     )
     if workers == 1:
         server = uvicorn.Server(uv_config)
@@ -164,7 +165,8 @@ class ServerThread:
         self.app = KeyServerApp(config, server=server)
         self.host = host
         self.tls = cert is not None
-        uv_config = uvicorn.Config(
+        uv_config = guarded_config(
+            config.http,
             self.app,
             host=host,
             port=port,
