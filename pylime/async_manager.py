@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
 
 from pylime import errors
+from pylime._callbacks import ORPHANS
+from pylime.database import Durability
 from pylime.manager import Manager, StrPath, classify_answer
 from pylime.results import DecryptResult, EncryptResult
 from pylime.transport import AsyncTransport
@@ -37,16 +39,21 @@ class AsyncManager:
         path: the SQLite database file, created owner-only if missing.
         transport: an object with ``async def post(url, sender, body) -> (status, body)``,
             such as :class:`pylime.transport.https.AsyncHttpsTransport`.
+        durability: how the database is committed, as for :class:`~pylime.manager.Manager`
+            (``"full"``, ``"wal"`` the default, or ``"fast"``).
 
-    Calls on one AsyncManager run one at a time, in the order they were made. Cancelling a
-    call answers every request lime still waits for as failed, so nothing leaks.
+    Calls on one AsyncManager run one at a time, in the order they were made. Each runs its
+    C calls in one trip to a worker thread when lime needs no key server (a message to a
+    device with a session); each key-server round trip adds one. Cancelling a call answers
+    every request lime still waits for as failed, so nothing leaks.
     """
 
-    def __init__(self, path: StrPath, transport: AsyncTransport) -> None:
+    def __init__(self, path: StrPath, transport: AsyncTransport,
+                 durability: Durability = "wal") -> None:
         if not asyncio.iscoroutinefunction(getattr(transport, "post", None)):
             raise TypeError("transport must have an async post(url, sender, body) method")
         self._transport = transport
-        self._manager = Manager(path, transport=_SyncUnused())
+        self._manager = Manager(path, transport=_SyncUnused(), durability=durability)
         self._serial = asyncio.Lock()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -56,13 +63,27 @@ class AsyncManager:
             return fn(*args)
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(self._locked, fn, *args)
+        # run_in_executor, not to_thread: the calls need no context variables copied.
+        return await asyncio.get_running_loop().run_in_executor(None, self._locked, fn, *args)
+
+    def _begin(self, begin: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, bool, Any]:
+        """Start an operation; conclude it in the same trip if lime needs no key server.
+
+        Returns (call, concluded, result). Run in the worker thread with the lock held.
+        """
+        m = self._manager
+        call = begin(*args)
+        if m._state.queue or ORPHANS:
+            return call, False, None
+        return call, True, m._conclude(call, [])
 
     async def _operation(self, begin: Callable[..., Any], *args: Any) -> Any:
         """Start an operation in C, await its key-server round trips, return its result."""
         m = self._manager
         async with self._serial:
-            call = await self._thread(begin, *args)
+            call, concluded, result = await self._thread(self._begin, begin, args)
+            if concluded:
+                return result
             queue = m._state.queue
             problems: list[errors.KeyServerError] = []
             try:
@@ -89,7 +110,7 @@ class AsyncManager:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._serial:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -97,6 +118,11 @@ class AsyncManager:
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
         return self._manager.closed
+
+    @property
+    def durability(self) -> Durability:
+        """The storage mode this manager applied: "full", "wal" or "fast"."""
+        return self._manager.durability
 
     async def close(self) -> None:
         """Free the C manager (idempotent)."""

@@ -120,3 +120,56 @@ def test_a_synchronous_transport_is_refused(tmp_path, server):
     """AsyncManager needs an async post(); a sync one is a TypeError up front."""
     with pytest.raises(TypeError):
         AsyncManager(tmp_path / "a.sqlite3", server)
+
+
+@pytest.mark.parametrize("mode", ["full", "wal", "fast"])
+def test_an_async_manager_takes_a_durability_mode(tmp_path, server, curve, mode):
+    """AsyncManager applies the storage modes Manager offers, and messages flow in each."""
+    import sqlite3
+
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport, durability=mode) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport, durability=mode) as bob:
+            assert alice.durability == mode
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            await bob.create_user(BOB, SERVER_URL, curve)
+            out = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"hi")
+            assert (await bob.decrypt(BOB, "sip:bob@example.org", ALICE,
+                                      out.recipients[0].dr_message)).plaintext == b"hi"
+
+    asyncio.run(scenario())
+    with sqlite3.connect(tmp_path / "a.sqlite3") as db:
+        journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+    db.close()
+    assert journal == ("delete" if mode == "full" else "wal")
+
+
+def test_a_message_on_an_open_session_takes_one_trip_to_the_worker(tmp_path, server, curve):
+    """encrypt starts and concludes in one worker trip when lime needs no key server;
+    the first message (an X3DH) takes one more trip per key-server answer."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport) as bob:
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            await bob.create_user(BOB, SERVER_URL, curve)
+            trips = []
+            real = alice._thread
+
+            async def counted(fn, *args):
+                trips.append(fn)
+                return await real(fn, *args)
+
+            alice._thread = counted
+            first = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"one")
+            assert len(trips) == 3 and transport.calls == 3  # begin, answer, conclude
+            trips.clear()
+            second = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"two")
+            assert len(trips) == 1 and transport.calls == 3
+            for out, text in ((first, b"one"), (second, b"two")):
+                assert (await bob.decrypt(BOB, "sip:bob@example.org", ALICE,
+                                          out.recipients[0].dr_message)).plaintext == text
+            assert not alice._manager._state.pending and not alice._manager._state.queue
+
+    asyncio.run(scenario())
