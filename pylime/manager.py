@@ -499,8 +499,12 @@ class Manager:
             EncryptionError: no recipient could be encrypted to.
         """
         with self._lock:
-            result: EncryptResult = self._finish(
-                self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext, policy))
+            call = self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext,
+                                       policy)
+            if self._state.queue or ORPHANS:  # sessions to open first: ask the key server
+                result: EncryptResult = self._finish(call)
+            else:
+                result = self._conclude(call, [])
         return result
 
     def _begin_encrypt(self, device_id: str, recipient_user_id: str,
