@@ -513,7 +513,8 @@ class Manager:
         ruid = self._encode(recipient_user_id, "recipient_user_id")
         if isinstance(recipients, str):
             raise TypeError("recipients must be a sequence of device ids, not a str")
-        c_ids = [self._recipient_id(r) for r in recipients]
+        recipient_ids = recipients if type(recipients) is tuple else tuple(recipients)
+        c_ids = [self._recipient_id(r) for r in recipient_ids]
         if not c_ids:
             raise ValueError("recipients must not be empty")
         plain = plaintext if type(plaintext) is bytes else bytes(plaintext)
@@ -535,7 +536,7 @@ class Manager:
             r.deviceId = c_ids[index]
             r.peerStatus = _UNKNOWN
             r.DRmessageSize = dr_room
-        buffers.recipient_ids = tuple(recipients)
+        buffers.recipient_ids = recipient_ids
         buffers.plaintext = plain
         cipher, size = buffers.cipher, buffers.size
         size[0] = len(cipher)
