@@ -229,7 +229,8 @@ class Manager:
         self._transport = transport
         self._lock = threading.Lock()
         self._state = _State()
-        # Per-Manager caches, all used under the lock (see _encode, _recipient_id).
+        # Reused per call: the buffers under the lock; the id caches (_encode,
+        # _recipient_id) from any thread, a dict being safe to share under the GIL.
         self._encoded: dict[str, bytes] = {}
         self._recipient_ids: dict[str, Any] = {}
         self._spare: _EncryptBuffers | None = None
