@@ -77,6 +77,12 @@ class Operation:
         self.keepalive: Any = None
         self.handle: Any = ffi.new_handle(self)
 
+    def reset(self) -> None:
+        """Make a finished operation ready for the next call (its handle stays valid)."""
+        self.done = False
+        self.ok = False
+        self.message = ""
+
     def complete(self, ok: bool, message: str) -> None:
         # lime calls back twice only when the cipher buffer is too small (a fail, then the
         # real status); our buffers are sized from lime's maximum, so the first one counts.

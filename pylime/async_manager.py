@@ -10,17 +10,23 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Self, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, Self, TypeVar
 
 from pylime import errors
+from pylime._callbacks import ORPHANS
+from pylime.database import Durability
 from pylime.manager import Manager, StrPath, classify_answer
 from pylime.results import DecryptResult, EncryptResult
 from pylime.transport import AsyncTransport
 from pylime.types import Curve, PeerStatus, Policy
 
-__all__ = ["AsyncManager"]
+__all__ = ["AsyncManager", "Offload"]
 
 T = TypeVar("T")
+
+#: Where AsyncManager runs lime's C calls: "thread", "inline" or "auto" (see AsyncManager).
+Offload = Literal["thread", "inline", "auto"]
 
 
 class _SyncUnused:
@@ -37,17 +43,35 @@ class AsyncManager:
         path: the SQLite database file, created owner-only if missing.
         transport: an object with ``async def post(url, sender, body) -> (status, body)``,
             such as :class:`pylime.transport.https.AsyncHttpsTransport`.
+        durability: how the database is committed, as for :class:`~pylime.manager.Manager`
+            (``"full"``, ``"wal"`` the default, or ``"fast"``).
+        offload: where lime's C calls run. lime never waits for the network (key-server
+            requests come back to the event loop), so a C call only computes and commits
+            SQLite: about a millisecond, more with an fsync per commit on a disk.
+            ``"thread"``: in this manager's worker thread, so the event loop never waits
+            for a commit; each trip costs a thread hand-over and a loop iteration.
+            ``"inline"``: on the event loop itself, the cheapest. ``"auto"`` (default):
+            inline with ``durability="fast"`` (no fsync per commit), a thread otherwise.
 
-    Calls on one AsyncManager run one at a time, in the order they were made. Cancelling a
-    call answers every request lime still waits for as failed, so nothing leaks.
+    Calls on one AsyncManager run one at a time, in the order they were made. With a
+    thread, a call takes one trip to it when lime needs no key server (a message to a
+    device with a session); each key-server round trip adds one. Cancelling a call answers
+    every request lime still waits for as failed, so nothing leaks.
     """
 
-    def __init__(self, path: StrPath, transport: AsyncTransport) -> None:
+    def __init__(self, path: StrPath, transport: AsyncTransport,
+                 durability: Durability = "wal", offload: Offload = "auto") -> None:
         if not asyncio.iscoroutinefunction(getattr(transport, "post", None)):
             raise TypeError("transport must have an async post(url, sender, body) method")
+        if offload not in ("thread", "inline", "auto"):
+            raise ValueError(f"offload must be 'thread', 'inline' or 'auto', not {offload!r}")
         self._transport = transport
-        self._manager = Manager(path, transport=_SyncUnused())
+        self._manager = Manager(path, transport=_SyncUnused(), durability=durability)
         self._serial = asyncio.Lock()
+        inline = offload == "inline" or (offload == "auto" and durability == "fast")
+        # One thread of its own: lime's state stays on one thread (and its CPU's caches).
+        self._executor = None if inline else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pylime-async")
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -55,14 +79,37 @@ class AsyncManager:
         with self._manager._lock:
             return fn(*args)
 
+    @property
+    def offload(self) -> Literal["thread", "inline"]:
+        """Where this manager runs lime's C calls (``"auto"`` resolved)."""
+        return "inline" if self._executor is None else "thread"
+
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(self._locked, fn, *args)
+        """Run ``fn`` with the Manager's lock held, in the worker thread if there is one."""
+        if self._executor is None:
+            return self._locked(fn, *args)
+        # run_in_executor, not to_thread: the calls need no context variables copied.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._locked,
+                                                                fn, *args)
+
+    def _begin(self, begin: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, bool, Any]:
+        """Start an operation; conclude it in the same trip if lime needs no key server.
+
+        Returns (call, concluded, result). Run in the worker thread with the lock held.
+        """
+        m = self._manager
+        call = begin(*args)
+        if m._state.queue or ORPHANS:
+            return call, False, None
+        return call, True, m._conclude(call, [])
 
     async def _operation(self, begin: Callable[..., Any], *args: Any) -> Any:
         """Start an operation in C, await its key-server round trips, return its result."""
         m = self._manager
         async with self._serial:
-            call = await self._thread(begin, *args)
+            call, concluded, result = await self._thread(self._begin, begin, args)
+            if concluded:
+                return result
             queue = m._state.queue
             problems: list[errors.KeyServerError] = []
             try:
@@ -89,7 +136,9 @@ class AsyncManager:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._serial:
-            return await asyncio.to_thread(fn, *args)
+            if self._executor is None:
+                return fn(*args)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -98,10 +147,17 @@ class AsyncManager:
         """True once :meth:`close` ran."""
         return self._manager.closed
 
+    @property
+    def durability(self) -> Durability:
+        """The storage mode this manager applied: "full", "wal" or "fast"."""
+        return self._manager.durability
+
     async def close(self) -> None:
         """Free the C manager (idempotent)."""
         async with self._serial:
             self._manager.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
 
     async def __aenter__(self) -> Self:
         return self

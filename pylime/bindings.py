@@ -123,16 +123,23 @@ def encrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, recipients
 
 
 def decrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, sender: bytes,
-            dr_message: bytes, cipher_message: bytes) -> tuple[int, bytes]:
+            dr_message: bytes, cipher_message: bytes, plain: Any = None,
+            size: Any = None) -> tuple[int, bytes]:
     """Decrypt one message; return (lime peer status, plaintext).
 
     The plaintext buffer is sized so that lime can never drop a message for lack of room:
     a direct message's plaintext is shorter than the DR message, a cipher message's is 16
-    bytes shorter than the cipher message.
+    bytes shorter than the cipher message. A caller may pass its own ``uint8_t[]`` of at
+    least that room and ``size_t *`` to reuse them; they are allocated here otherwise.
     """
     room = len(dr_message) + len(cipher_message) + 1
-    plain = ffi.new("uint8_t[]", room)
-    size = ffi.new("size_t *", room)
+    if plain is None:
+        plain = ffi.new("uint8_t[]", room)
+    elif len(plain) < room:
+        raise ValueError(f"decrypt: the plaintext buffer needs {room} bytes")
+    if size is None:
+        size = ffi.new("size_t *")
+    size[0] = room
     status = lib.lime_ffi_decrypt(manager, device_id, recipient_user_id, sender,
                                   dr_message, len(dr_message), cipher_message,
                                   len(cipher_message), plain, size)

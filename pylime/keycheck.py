@@ -36,6 +36,25 @@ _LOW_ORDER = {
     Curve.C448: frozenset({0, 1, _P448 - 1}),
 }
 _X_SIZE = {Curve.C25519: 32, Curve.C448: 56}
+
+
+def _low_order_encodings(curve: Curve) -> frozenset[bytes]:
+    """Every X key encoding that reduces to a listed u: u, u + p below 2^bits, bit 255 set."""
+    size, p = _X_SIZE[curve], _P25519 if curve == Curve.C25519 else _P448
+    bits = 255 if curve == Curve.C25519 else 448  # X25519 ignores bit 255
+    out = set()
+    for u in _LOW_ORDER[curve]:
+        for value in (u, u + p):
+            if value < 1 << bits:
+                out.add(value.to_bytes(size, "little"))
+                if curve == Curve.C25519:
+                    out.add((value | 1 << 255).to_bytes(size, "little"))
+    return frozenset(out)
+
+
+# The same test as a set of byte strings (14 on curve25519, 5 on curve448): one hash and
+# one lookup for the check lime's every decrypt needs, no integer arithmetic.
+_LOW_ORDER_ENCODINGS = {curve: _low_order_encodings(curve) for curve in CLASSIC_CURVES}
 _ED_SIZE = {Curve.C25519: 32, Curve.C448: 57}
 _CURVES = {int(c): c for c in CLASSIC_CURVES}  # keycheck knows the 5.1 DR header only
 
@@ -46,6 +65,13 @@ def is_low_order(curve: Curve, x_public: bytes) -> bool:
     A post-quantum curve means its elliptic curve; ``x_public`` is then the EC key alone.
     """
     curve = Curve(curve).ec
+    if len(x_public) == _X_SIZE[curve]:
+        return bytes(x_public) in _LOW_ORDER_ENCODINGS[curve]
+    return _reduces_to_low_order(curve, x_public)
+
+
+def _reduces_to_low_order(curve: Curve, x_public: bytes) -> bool:
+    """The definition: u read as X25519/X448 read it, reduced mod p, in the low-order list."""
     u = int.from_bytes(x_public, "little")
     if curve == Curve.C25519:
         u = (u & ((1 << 255) - 1)) % _P25519
@@ -91,26 +117,28 @@ def dr_message_has_low_order_key(dr_message: bytes) -> bool:
     """True if a DR message's header carries a low-order DHs, Ek or Ik.
 
     The curve is the header's own curve byte; a header too short or of an unknown curve is
-    left to lime, which refuses it before any Diffie-Hellman.
+    left to lime, which refuses it before any Diffie-Hellman. Only the key bytes are read
+    (no copy of the message): this runs before every decrypt.
     """
     if len(dr_message) < 3:
         return False
     curve = _CURVES.get(dr_message[2])
     if curve is None:
         return False
-    x, e = _X_SIZE[curve], _ED_SIZE[curve]
+    x = _X_SIZE[curve]
     offset = 3
     if dr_message[1] & 0x01:  # X3DH init: flag, Ik, Ek, SPk id[, OPk id]
+        e = _ED_SIZE[curve]
         init_size = 1 + e + x + 4 + (4 if dr_message[3:4] == b"\x01" else 0)
         if len(dr_message) < offset + init_size:
             return False
-        ik = dr_message[offset + 1:offset + 1 + e]
         ek = dr_message[offset + 1 + e:offset + 1 + e + x]
-        if is_low_order(curve, ek) or is_low_order_identity(curve, ik):
+        if ek in _LOW_ORDER_ENCODINGS[curve] or is_low_order_identity(
+                curve, dr_message[offset + 1:offset + 1 + e]):
             return True
         offset += init_size
     dhs = dr_message[offset + 4:offset + 4 + x]  # after Ns and PN
-    return len(dhs) == x and is_low_order(curve, dhs)
+    return len(dhs) == x and dhs in _LOW_ORDER_ENCODINGS[curve]
 
 
 def low_order_bundle_device(message: protocol.PeerBundle) -> str | None:

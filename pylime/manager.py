@@ -44,6 +44,15 @@ _IK_SIZES = (32, 57)
 # X3DH error message: version 0x01, type 0xff, curve, error code, optional text.
 _X3DH_ERROR_TYPE = 0xFF
 _REGISTER_USER = bytes((MessageType.REGISTER_USER,))
+_UNKNOWN = _lib.lime_ffi_PeerDeviceStatus_unknown
+_INTERNAL_ERROR = _lib.LIME_FFI_INTERNAL_ERROR
+# A Manager keeps its encrypt and decrypt buffers for the next call up to this size; a call
+# that needs more gets buffers of its own, freed with it.
+_KEEP_BYTES = 1 << 16
+# Device ids encoded for C are remembered per Manager, up to this many of each kind.
+_KEEP_IDS = 1024
+_ZEROS = bytes(_KEEP_BYTES)
+_new_tuple = tuple.__new__  # builds a NamedTuple result without a Python-level __new__ call
 
 
 def _cstr(value: str, name: str) -> bytes:
@@ -124,17 +133,69 @@ def _answer_orphans() -> None:
 class _Call:
     """An asynchronous lime call in flight: its operation and how to read its result."""
 
-    __slots__ = ("failure", "on_silent", "op", "result", "silent_ok", "what")
+    __slots__ = ("buffers", "failure", "on_silent", "op", "result", "silent_ok", "what")
 
     def __init__(self, op: Operation, what: str, failure: type[errors.LimeError],
                  result: Callable[[], Any] | None = None, silent_ok: bool = False,
-                 on_silent: Callable[[], None] | None = None) -> None:
+                 on_silent: Callable[[], None] | None = None,
+                 buffers: _EncryptBuffers | None = None) -> None:
         self.op = op
         self.what = what
         self.failure = failure
         self.result = result
         self.silent_ok = silent_ok
         self.on_silent = on_silent  # what to do when lime ends it without calling back
+        self.buffers = buffers  # given back to the Manager once lime is done with them
+
+
+class _EncryptBuffers:
+    """The C buffers of one encryption and the operation lime reports its status to.
+
+    lime writes into them when it calls back, possibly after lime_ffi_encrypt returned, so
+    the operation's keepalive holds them. A Manager reuses one set from call to call once
+    lime is done with it (the status arrived): nothing is allocated or zeroed per message.
+    """
+
+    __slots__ = ("cipher", "cipher_out", "count", "dr_room", "ids", "nbytes", "op",
+                 "plaintext", "recipient_ids", "recipients", "size", "slots")
+
+    def __init__(self, count: int, dr_room: int, cipher_room: int) -> None:
+        self.count = count
+        self.dr_room = dr_room
+        self.nbytes = dr_room * count + cipher_room
+        self.recipients = _ffi.new("lime_ffi_RecipientData_t[]", count)
+        dr = _ffi.new("char[]", dr_room * count)
+        self.slots = [dr + index * dr_room for index in range(count)]
+        for index, slot in enumerate(self.slots):
+            self.recipients[index].DRmessage = _ffi.cast("uint8_t *", slot)
+        self.cipher = _ffi.new("char[]", cipher_room)
+        self.cipher_out = _ffi.cast("uint8_t *", self.cipher)
+        self.size = _ffi.new("size_t *")
+        self.ids: list[Any] = [None] * count  # the recipients' device ids, for C
+        self.recipient_ids: Sequence[str] = ()
+        self.plaintext = b""
+        self.op = Operation()
+        self.op.keepalive = (self, dr)
+
+    def fits(self, count: int, dr_room: int, cipher_room: int) -> bool:
+        return count <= self.count and dr_room <= self.dr_room and cipher_room <= len(self.cipher)
+
+    def result(self) -> EncryptResult:
+        """Copy out what lime wrote: one DR message per recipient and the cipher message."""
+        out = []
+        recipients, slots, ids = self.recipients, self.slots, self.recipient_ids
+        for index in range(len(ids)):
+            r = recipients[index]
+            status = _PEER_STATUS[r.peerStatus]
+            message = b"" if status is PeerStatus.FAIL else _ffi.unpack(slots[index],
+                                                                        r.DRmessageSize)
+            out.append(_new_tuple(RecipientResult, (ids[index], status, message)))
+        return _new_tuple(EncryptResult, (_ffi.unpack(self.cipher, self.size[0]), tuple(out)))
+
+    def release(self) -> None:
+        """Drop the last call's plaintext and ids before the set is reused."""
+        self.recipient_ids = ()
+        self.plaintext = b""
 
 
 class Manager:
@@ -168,6 +229,13 @@ class Manager:
         self._transport = transport
         self._lock = threading.Lock()
         self._state = _State()
+        # Reused per call: the buffers under the lock; the id caches (_encode,
+        # _recipient_id) from any thread, a dict being safe to share under the GIL.
+        self._encoded: dict[str, bytes] = {}
+        self._recipient_ids: dict[str, Any] = {}
+        self._spare: _EncryptBuffers | None = None
+        self._plain = _ffi.new("uint8_t[]", 512)
+        self._plain_size = _ffi.new("size_t *")
         self._state.lock_fd = database.lock(self._path)
         self._finalizer = weakref.finalize(self, self._state.destroy)
         try:
@@ -261,11 +329,15 @@ class Manager:
         op = call.op
         if op.done:
             self._state.pending.discard(op)
-            if op.ok:
-                return call.result() if call.result is not None else None
-            if problems:
-                raise problems[0]
-            raise call.failure(f"{call.what} failed: {op.message}")
+            try:
+                if op.ok:
+                    return call.result() if call.result is not None else None
+                if problems:
+                    raise problems[0]
+                raise call.failure(f"{call.what} failed: {op.message}")
+            finally:
+                if call.buffers is not None:  # lime is done with them: reuse them
+                    self._give_back(call.buffers)
         # lime ended without calling back: it does so on an answer it cannot place.
         if call.silent_ok and not problems:
             return None
@@ -435,61 +507,92 @@ class Manager:
             EncryptionError: no recipient could be encrypted to.
         """
         with self._lock:
-            result: EncryptResult = self._finish(
-                self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext, policy))
+            call = self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext,
+                                       policy)
+            if self._state.queue or ORPHANS:  # sessions to open first: ask the key server
+                result: EncryptResult = self._finish(call)
+            else:
+                result = self._conclude(call, [])
         return result
 
     def _begin_encrypt(self, device_id: str, recipient_user_id: str,
                        recipients: Sequence[str], plaintext: bytes, policy: Policy) -> _Call:
-        dev = _cstr(device_id, "device_id")
-        ruid = _cstr(recipient_user_id, "recipient_user_id")
+        dev = self._encode(device_id, "device_id")
+        ruid = self._encode(recipient_user_id, "recipient_user_id")
         if isinstance(recipients, str):
             raise TypeError("recipients must be a sequence of device ids, not a str")
-        ids = [_device_id(r, "recipient device id") for r in recipients]
-        if not ids:
+        recipient_ids = recipients if type(recipients) is tuple else tuple(recipients)
+        c_ids = [self._recipient_id(r) for r in recipient_ids]
+        if not c_ids:
             raise ValueError("recipients must not be empty")
-        plain = bytes(plaintext)
+        plain = plaintext if type(plaintext) is bytes else bytes(plaintext)
         c_policy = _POLICIES.get(policy)
         if c_policy is None:
             raise ValueError(f"{policy!r} is not a Policy")
-        count = len(ids)
+        count = len(c_ids)
         dr_size, cipher_size = _b.encrypt_out_buffers_maximum_size(len(plain), _SIZING_CURVE)
         if c_policy == _CIPHER_POLICY:
             # Each DR message then carries the 32-byte seed only: size it for an empty
             # plaintext (lime's maximum counts at least 32), not n times the plaintext.
             dr_size = _b.encrypt_out_buffers_maximum_size(0, _SIZING_CURVE)[0]
-        c_ids = [_ffi.new("char[]", i) for i in ids]
-        c_recipients = _ffi.new("lime_ffi_RecipientData_t[]", count)
-        c_dr = _ffi.new("uint8_t[]", dr_size * count)
-        unknown = _lib.lime_ffi_PeerDeviceStatus_unknown
+        ptr = self._ptr()
+        buffers = self._take_buffers(count, dr_size, cipher_size)
+        c_recipients, dr_room = buffers.recipients, buffers.dr_room
+        buffers.ids[:count] = c_ids
         for index in range(count):
             r = c_recipients[index]
             r.deviceId = c_ids[index]
-            r.peerStatus = unknown
-            r.DRmessage = c_dr + index * dr_size
-            r.DRmessageSize = dr_size
-        c_cipher = _ffi.new("uint8_t[]", cipher_size)
-        c_cipher_size = _ffi.new("size_t *", cipher_size)
-
-        def result() -> EncryptResult:
-            out = []
-            for index in range(count):
-                r = c_recipients[index]
-                status = _PEER_STATUS[r.peerStatus]
-                message = (b"" if status is PeerStatus.FAIL
-                           else _ffi.buffer(r.DRmessage, r.DRmessageSize)[:])
-                out.append(RecipientResult(recipients[index], status, message))
-            return EncryptResult(_ffi.buffer(c_cipher, c_cipher_size[0])[:], tuple(out))
-
-        ptr = self._ptr()
-        call = self._new_call("encrypt", errors.EncryptionError, result=result)
-        # lime writes into these when it calls back, possibly after encrypt returned.
-        call.op.keepalive = (c_ids, c_recipients, c_dr, c_cipher, c_cipher_size, plain)
-        rc = _b.encrypt(ptr, dev, ruid, c_recipients, count, plain, c_cipher, c_cipher_size,
-                        call.op.handle, c_policy)
-        if rc == _lib.LIME_FFI_INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
+            r.peerStatus = _UNKNOWN
+            r.DRmessageSize = dr_room
+        buffers.recipient_ids = recipient_ids
+        buffers.plaintext = plain
+        cipher, size = buffers.cipher, buffers.size
+        size[0] = len(cipher)
+        op = buffers.op
+        op.reset()
+        self._state.pending.add(op)
+        call = _Call(op, "encrypt", errors.EncryptionError, buffers.result, buffers=buffers)
+        rc = _b.encrypt(ptr, dev, ruid, c_recipients, count, plain, buffers.cipher_out, size,
+                        op.handle, c_policy)
+        if rc == _INTERNAL_ERROR and _b.is_user(ptr, dev) != _SUCCESS:
             rc = _lib.LIME_FFI_USER_NOT_FOUND
+        if rc != _SUCCESS and op.done:  # refused outright: lime will not write into them
+            self._give_back(buffers)
         return self._start(call, rc)
+
+    def _take_buffers(self, count: int, dr_size: int, cipher_size: int) -> _EncryptBuffers:
+        """The spare encryption buffers if they fit and are free, else a new set."""
+        spare = self._spare
+        if spare is not None and spare.fits(count, dr_size, cipher_size):
+            self._spare = None
+            return spare
+        return _EncryptBuffers(count, dr_size, cipher_size)
+
+    def _give_back(self, buffers: _EncryptBuffers) -> None:
+        """Keep a set lime is done with for the next encryption (small sets only)."""
+        buffers.release()
+        if buffers.nbytes <= _KEEP_BYTES:
+            self._spare = buffers
+
+    def _encode(self, value: str, name: str) -> bytes:
+        """_cstr, remembered per Manager: a chat encodes the same few ids on every message."""
+        if type(value) is str:
+            data = self._encoded.get(value)
+            if data is not None:
+                return data
+        data = _cstr(value, name)
+        _remember(self._encoded, value, data)
+        return data
+
+    def _recipient_id(self, value: str) -> Any:
+        """A recipient device id as C memory (checked by _device_id), remembered per Manager."""
+        if type(value) is str:
+            c_id = self._recipient_ids.get(value)
+            if c_id is not None:
+                return c_id
+        c_id = _ffi.new("char[]", _device_id(value, "recipient device id"))
+        _remember(self._recipient_ids, value, c_id)
+        return c_id
 
     def decrypt(self, device_id: str, recipient_user_id: str, sender_device_id: str,
                 dr_message: bytes, cipher_message: bytes = b"") -> DecryptResult:
@@ -503,16 +606,26 @@ class Manager:
                 why (the reference backend does).
             UserNotFoundError: no local user ``device_id``.
         """
-        dev = _cstr(device_id, "device_id")
-        ruid = _cstr(recipient_user_id, "recipient_user_id")
-        sender = _cstr(sender_device_id, "sender_device_id")
-        dr, cipher = bytes(dr_message), bytes(cipher_message)
+        dev = self._encode(device_id, "device_id")
+        ruid = self._encode(recipient_user_id, "recipient_user_id")
+        sender = self._encode(sender_device_id, "sender_device_id")
+        dr = dr_message if type(dr_message) is bytes else bytes(dr_message)
+        cipher = cipher_message if type(cipher_message) is bytes else bytes(cipher_message)
         if dr_message_has_low_order_key(dr):
             # liblime 5.1.64 corrupts its heap computing a DH with such a key (keycheck).
             raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
+        room = len(dr) + len(cipher) + 1
         with self._lock:
             ptr = self._ptr()
-            status, plain = _b.decrypt(ptr, dev, ruid, sender, dr, cipher)
+            plain = self._plain
+            if room > len(plain):
+                plain = _ffi.new("uint8_t[]", room)
+                if room <= _KEEP_BYTES:
+                    self._plain = plain
+            status, text = _b.decrypt(ptr, dev, ruid, sender, dr, cipher, plain,
+                                      self._plain_size)
+            if plain is self._plain and text:
+                _ffi.memmove(plain, _ZEROS, len(text))  # keep no plaintext in a kept buffer
             if status == _FAIL:
                 self._require_user(ptr, dev)
                 # A refused message can leave lime's cached session advanced while the
@@ -521,7 +634,7 @@ class Manager:
                 # DR message cut short by its tag). Reloading from the database restores it.
                 self._reopen()
                 raise errors.DecryptionError("lime could not decrypt the message")
-        return DecryptResult(_PEER_STATUS[status], plain)
+        return _new_tuple(DecryptResult, (_PEER_STATUS[status], text))
 
     # -- peers -----------------------------------------------------------------------
 
@@ -591,6 +704,14 @@ class Manager:
             # lime 5.1.64 aborts the process on an unknown local user here: check first.
             self._require_user(ptr, dev)
             _b.check(_b.stale_sessions(ptr, dev, peer), "stale_sessions")
+
+
+def _remember(cache: dict[str, Any], key: object, value: Any) -> None:
+    """Store an encoded str argument; start afresh past _KEEP_IDS entries."""
+    if type(key) is str:
+        if len(cache) >= _KEEP_IDS:
+            cache.clear()
+        cache[key] = value
 
 
 def _connection_string(path: str, durability: str) -> bytes:

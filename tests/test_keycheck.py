@@ -90,3 +90,21 @@ def test_a_header_with_a_zero_ratchet_key_is_flagged(curve):
     assert dr_message_has_low_order_key(header + bytes(x) + os.urandom(40))
     assert not dr_message_has_low_order_key(header + os.urandom(x) + os.urandom(40))
     assert not dr_message_has_low_order_key(b"\x01\x02")
+
+
+def test_the_encoding_set_is_exactly_the_reduction_rule(curve):
+    """The byte-string lookup flags exactly what reducing u mod p flags, at every boundary."""
+    from pylime.keycheck import _LOW_ORDER_ENCODINGS, _reduces_to_low_order
+
+    _, _, size, p = X[curve]
+    bits = 255 if curve == Curve.C25519 else 448
+    values = {(1 << bits) - 1, p - 2, p + 2, (1 << (8 * size)) - 1}
+    for u in _LOW_ORDER[curve]:
+        for value in (u, u + p, u + 2 * p):
+            values.update({value - 1, value, value + 1, value | 1 << bits})
+    samples = [v.to_bytes(size, "little") for v in values if 0 <= v < 1 << (8 * size)]
+    samples += [os.urandom(size) for _ in range(200)]
+    for data in samples:
+        assert is_low_order(curve, data) == _reduces_to_low_order(curve, data)
+    assert all(_reduces_to_low_order(curve, e) for e in _LOW_ORDER_ENCODINGS[curve])
+    assert len(_LOW_ORDER_ENCODINGS[curve]) == (14 if curve == Curve.C25519 else 5)

@@ -34,12 +34,14 @@ class AsyncKeyServer:
         return self.server.post(url, sender, body)
 
 
-def test_a_conversation_between_two_async_managers(tmp_path, server, curve):
+@pytest.mark.parametrize("offload", ["thread", "inline"])
+def test_a_conversation_between_two_async_managers(tmp_path, server, curve, offload):
     """Create users, exchange messages both ways and see statuses, all awaited."""
     async def scenario():
         transport = AsyncKeyServer(server)
-        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice, \
-                AsyncManager(tmp_path / "b.sqlite3", transport) as bob:
+        async with AsyncManager(tmp_path / "a.sqlite3", transport, offload=offload) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport, offload=offload) as bob:
+            assert alice.offload == offload
             await alice.create_user(ALICE, SERVER_URL, curve)
             await bob.create_user(BOB, SERVER_URL, curve)
             out = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"hello async")
@@ -77,11 +79,13 @@ def test_an_unreachable_server_raises_then_the_manager_recovers(tmp_path, server
     asyncio.run(scenario())
 
 
-def test_cancelling_a_call_answers_lime_and_leaves_the_manager_usable(tmp_path, server, curve):
+@pytest.mark.parametrize("offload", ["thread", "inline"])
+def test_cancelling_a_call_answers_lime_and_leaves_the_manager_usable(tmp_path, server, curve,
+                                                                      offload):
     """A call cancelled while awaiting the key server leaves no request pending."""
     async def scenario():
         transport = AsyncKeyServer(server)
-        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice:
+        async with AsyncManager(tmp_path / "a.sqlite3", transport, offload=offload) as alice:
             transport.hold = asyncio.Event()
             task = asyncio.create_task(alice.create_user(ALICE, SERVER_URL, curve))
             while transport.calls == 0:
@@ -120,3 +124,71 @@ def test_a_synchronous_transport_is_refused(tmp_path, server):
     """AsyncManager needs an async post(); a sync one is a TypeError up front."""
     with pytest.raises(TypeError):
         AsyncManager(tmp_path / "a.sqlite3", server)
+
+
+def test_offload_is_inline_for_fast_durability_and_a_thread_otherwise(tmp_path, server):
+    """"auto" runs C calls on the loop only where no commit waits for an fsync."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        for mode, where in (("fast", "inline"), ("wal", "thread"), ("full", "thread")):
+            async with AsyncManager(tmp_path / f"{mode}.sqlite3", transport,
+                                    durability=mode) as manager:
+                assert manager.offload == where
+        with pytest.raises(ValueError, match="offload"):
+            AsyncManager(tmp_path / "x.sqlite3", transport, offload="process")
+        assert not (tmp_path / "x.sqlite3").exists()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode", ["full", "wal", "fast"])
+def test_an_async_manager_takes_a_durability_mode(tmp_path, server, curve, mode):
+    """AsyncManager applies the storage modes Manager offers, and messages flow in each."""
+    import sqlite3
+
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport, durability=mode) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport, durability=mode) as bob:
+            assert alice.durability == mode
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            await bob.create_user(BOB, SERVER_URL, curve)
+            out = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"hi")
+            assert (await bob.decrypt(BOB, "sip:bob@example.org", ALICE,
+                                      out.recipients[0].dr_message)).plaintext == b"hi"
+
+    asyncio.run(scenario())
+    with sqlite3.connect(tmp_path / "a.sqlite3") as db:
+        journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+    db.close()
+    assert journal == ("delete" if mode == "full" else "wal")
+
+
+def test_a_message_on_an_open_session_takes_one_trip_to_the_worker(tmp_path, server, curve):
+    """encrypt starts and concludes in one worker trip when lime needs no key server;
+    the first message (an X3DH) takes one more trip per key-server answer."""
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        async with AsyncManager(tmp_path / "a.sqlite3", transport) as alice, \
+                AsyncManager(tmp_path / "b.sqlite3", transport) as bob:
+            await alice.create_user(ALICE, SERVER_URL, curve)
+            await bob.create_user(BOB, SERVER_URL, curve)
+            trips = []
+            real = alice._thread
+
+            async def counted(fn, *args):
+                trips.append(fn)
+                return await real(fn, *args)
+
+            alice._thread = counted
+            first = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"one")
+            assert len(trips) == 3 and transport.calls == 3  # begin, answer, conclude
+            trips.clear()
+            second = await alice.encrypt(ALICE, "sip:bob@example.org", [BOB], b"two")
+            assert len(trips) == 1 and transport.calls == 3
+            for out, text in ((first, b"one"), (second, b"two")):
+                assert (await bob.decrypt(BOB, "sip:bob@example.org", ALICE,
+                                          out.recipients[0].dr_message)).plaintext == text
+            assert not alice._manager._state.pending and not alice._manager._state.queue
+
+    asyncio.run(scenario())
