@@ -505,6 +505,7 @@ class Manager:
             UserNotFoundError: no local user ``device_id``.
             KeyServerError: fetching keys failed (TransportError if it was unreachable).
             EncryptionError: no recipient could be encrypted to.
+            ValueError: ``recipients`` is empty or names a device twice.
         """
         with self._lock:
             call = self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext,
@@ -525,6 +526,10 @@ class Manager:
         c_ids = [self._recipient_id(r) for r in recipient_ids]
         if not c_ids:
             raise ValueError("recipients must not be empty")
+        if len(set(recipient_ids)) != len(recipient_ids):
+            # liblime 5.1.64 dereferences a null session (SIGSEGV) when a repeated device's
+            # session comes from its database rather than its cache (scripts/asan_binding).
+            raise ValueError("recipients must not repeat a device id")
         plain = plaintext if type(plaintext) is bytes else bytes(plaintext)
         c_policy = _POLICIES.get(policy)
         if c_policy is None:

@@ -92,3 +92,43 @@ def test_a_closed_manager_raises(world):
                  lambda: alice.manager.set_peer_status(GHOST, PeerStatus.UNSAFE)):
         with pytest.raises(ManagerClosedError):
             call()
+
+
+_REPEATED_AFTER_RESTART = """
+import os, sys, tempfile
+from pylime.keyserver import KeyServer
+from pylime.manager import Manager
+from pylime.types import Curve
+d, server = tempfile.mkdtemp(), KeyServer()
+alice, bob = "sip:alice@example.org;gr=1", "sip:bob@example.org;gr=1"
+a = Manager(os.path.join(d, "a"), transport=server)
+b = Manager(os.path.join(d, "b"), transport=server)
+a.create_user(alice, "https://k", Curve(int(sys.argv[1])))
+b.create_user(bob, "https://k", Curve(int(sys.argv[1])))
+a.encrypt(alice, "sip:bob@example.org", [bob], b"first")
+a.close()
+a = Manager(os.path.join(d, "a"), transport=server)  # the session now comes from the database
+try:
+    a.encrypt(alice, "sip:bob@example.org", [bob, bob], b"twice")
+except ValueError as exc:
+    print("refused:", exc)
+print(len(a.encrypt(alice, "sip:bob@example.org", [bob], b"once").recipients))
+"""
+
+
+@pytest.mark.parametrize("curve", [Curve.C25519, Curve.C448], ids=["c25519", "c448"])
+def test_a_repeated_recipient_is_refused_before_lime_crashes_on_it(curve):
+    """liblime 5.1.64 SIGSEGVs on a repeated device whose session it loads from its database.
+
+    Found by scripts/asan_binding (corpus device-ids, "encrypt.duplicates"); the call runs in
+    a child process so a regression is a failure, not a dead test run.
+    """
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _REPEATED_AFTER_RESTART, str(int(curve))],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env=dict(os.environ))
+    assert child.returncode == 0, f"the process died: {child.returncode} {child.stderr[-500:]}"
+    assert child.stdout.splitlines() == ["refused: recipients must not repeat a device id", "1"]

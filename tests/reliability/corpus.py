@@ -486,11 +486,21 @@ def device_id_calls(alice: str, bob: str) -> Iterator[tuple[str, Callable[[Any],
                    lambda m, b=bad, s=status: m.set_peer_status(bob, s, b))
     yield "encrypt.no-recipients", lambda m: m.encrypt(alice, "u", [], b"x")
     yield "encrypt.duplicates", lambda m: m.encrypt(alice, "u", [bob] * 3, b"x")
+    yield "encrypt.duplicates-after-reopen", lambda m: (
+        _refused_decrypt(m, alice, bob), m.encrypt(alice, "u", [bob, alice, bob], b"x"))
     yield "encrypt.self", lambda m: m.encrypt(alice, "u", [alice], b"x")
     yield "encrypt.empty-plaintext", lambda m: m.encrypt(alice, "u", [bob], b"")
     yield "encrypt.bad-policy", lambda m: m.encrypt(alice, "u", [bob], b"x", policy=9)
     yield "decrypt.empty", lambda m: m.decrypt(alice, "u", bob, b"")
     yield "decrypt.cipher-only", lambda m: m.decrypt(alice, "u", bob, b"", b"\x00" * 64)
+
+
+def _refused_decrypt(m: Any, alice: str, bob: str) -> None:
+    """A refused decrypt: the binding then reloads lime's sessions from the database."""
+    try:
+        m.decrypt(alice, "u", bob, b"\x01" * 80)
+    except errors.DecryptionError:
+        pass
 
 
 def run_device_ids(factory: Callable[..., Any], directory: str, note: Note, start: int = 0,
