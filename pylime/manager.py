@@ -79,7 +79,8 @@ def classify_answer(request: Request, answer: object,
 
     :func:`pylime.answers.judge` says what the answer is. lime gets it as it came where lime
     judges it right itself, and status 0 with an empty body where lime 5.1.64 would misjudge
-    it (a transport failure, an answer of the wrong type, a low-order key, trailing bytes).
+    it (a transport failure, an answer of the wrong type, a low-order key, trailing bytes, a
+    peerBundle without a requested device).
     Except for registerUser: when its answer is lost (anything but an X3DH error message)
     the server may have registered the keys, so lime must keep them for the retry instead of
     deleting the user. lime then gets an error message without a code, which ends
