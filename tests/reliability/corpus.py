@@ -480,8 +480,8 @@ def device_id_calls(alice: str, bob: str) -> Iterator[tuple[str, Callable[[Any],
         yield f"set_server_url.url[{i}]", lambda m, b=bad: m.set_server_url(alice, b)
     yield "set_server_url.restore", lambda m: m.set_server_url(alice, URL)
     for i, bad in enumerate(BAD_CURVES):
-        yield f"create_user.curve[{i}]", lambda m, b=bad: m.create_user(
-            f"sip:c{i}@example.org;gr=curve", URL, b, opk_batch=1)
+        yield f"create_user.curve[{i}]", lambda m, b=bad, j=i: m.create_user(
+            f"sip:c{j}@example.org;gr=curve", URL, b, opk_batch=1)
     for i, bad in enumerate(BAD_BATCHES):
         yield f"create_user.opk_batch[{i}]", lambda m, b=bad, j=i: m.create_user(
             f"sip:b{j}@example.org;gr=batch", URL, Curve.C25519, opk_batch=b)
