@@ -8,7 +8,8 @@ own way, and both end in the same observable state:
 - the binding (:mod:`pylime.manager`) hands liblime the answer as it came where lime
   judges it correctly itself, and a failure (status 0) where lime 5.1.64 would misjudge it
   (an answer of the wrong type it takes as success, a low-order key that corrupts its heap,
-  trailing bytes it ignores);
+  trailing bytes it ignores, a peerBundle without a requested device, on which it loops for
+  ever);
 - the reference (:mod:`pylime.reference.manager`) raises the error, or acts on the parsed
   message.
 
@@ -43,10 +44,12 @@ class Kind(enum.Enum):
     OTHER_CURVE = "other-curve"  #: an answer for another curve than the request's
     INVALID = "invalid"          #: of the right type but unparsable (truncated, bad flag...)
     TRAILING = "trailing"        #: a valid message followed by bytes that belong to none
+    INCOMPLETE = "incomplete"    #: a peerBundle without an entry for a device it was asked for
 
 
 #: Kinds whose answer lime 5.1.64 would misjudge: the binding hands lime a failure instead.
-LIME_MISJUDGES = frozenset({Kind.UNREACHABLE, Kind.WRONG_TYPE, Kind.LOW_ORDER, Kind.TRAILING})
+LIME_MISJUDGES = frozenset({Kind.UNREACHABLE, Kind.WRONG_TYPE, Kind.LOW_ORDER, Kind.TRAILING,
+                            Kind.INCOMPLETE})
 #: Kinds where the operation fails with its own error class (lime's judgement, not ours).
 OPERATION_FAILS = frozenset({Kind.OTHER_CURVE, Kind.INVALID})
 
@@ -126,6 +129,12 @@ def judge(url: str, request: bytes, answer: object) -> Verdict:
             return _verdict(Kind.LOW_ORDER, errors.KeyServerError(
                 f"key server at {url} sent an invalid (low-order) key for {device!r}"),
                 code, body, message=message)
+        device = _unanswered_device(request, message)
+        if device is not None:
+            # lime 5.1.64 never returns from processing such an answer (an endless loop).
+            return _verdict(Kind.INCOMPLETE, errors.KeyServerError(
+                f"key server at {url} sent no bundle entry for {device!r}"),
+                code, body, message=message)
     if len(request) > 2 and body[2] != request[2]:
         return _verdict(Kind.OTHER_CURVE, None, code, body,
                         detail=f"key server at {url} answered for another curve")
@@ -137,3 +146,15 @@ def judge(url: str, request: bytes, answer: object) -> Verdict:
             f"key server at {url} sent {len(body) - size} bytes after its answer"),
             code, body, lost=True, message=message)
     return _verdict(Kind.OK, None, code, body, message=message)
+
+
+def _unanswered_device(request: bytes, answer: proto.PeerBundle) -> str | None:
+    """A device the getPeerBundle ``request`` asked for that ``answer`` has no entry for."""
+    try:
+        asked = proto.parse_request(request)
+    except proto.X3DHParseError:
+        return None
+    if not isinstance(asked, proto.GetPeerBundle):
+        return None
+    answered = {b.device_id for b in answer.bundles}
+    return next((d for d in asked.device_ids if d not in answered), None)

@@ -79,7 +79,8 @@ def classify_answer(request: Request, answer: object,
 
     :func:`pylime.answers.judge` says what the answer is. lime gets it as it came where lime
     judges it right itself, and status 0 with an empty body where lime 5.1.64 would misjudge
-    it (a transport failure, an answer of the wrong type, a low-order key, trailing bytes).
+    it (a transport failure, an answer of the wrong type, a low-order key, trailing bytes, a
+    peerBundle without a requested device).
     Except for registerUser: when its answer is lost (anything but an X3DH error message)
     the server may have registered the keys, so lime must keep them for the retry instead of
     deleting the user. lime then gets an error message without a code, which ends
@@ -505,6 +506,7 @@ class Manager:
             UserNotFoundError: no local user ``device_id``.
             KeyServerError: fetching keys failed (TransportError if it was unreachable).
             EncryptionError: no recipient could be encrypted to.
+            ValueError: ``recipients`` is empty or names a device twice.
         """
         with self._lock:
             call = self._begin_encrypt(device_id, recipient_user_id, recipients, plaintext,
@@ -525,6 +527,10 @@ class Manager:
         c_ids = [self._recipient_id(r) for r in recipient_ids]
         if not c_ids:
             raise ValueError("recipients must not be empty")
+        if len(set(recipient_ids)) != len(recipient_ids):
+            # liblime 5.1.64 dereferences a null session (SIGSEGV) when a repeated device's
+            # session comes from its database rather than its cache (scripts/asan_binding).
+            raise ValueError("recipients must not repeat a device id")
         plain = plaintext if type(plaintext) is bytes else bytes(plaintext)
         c_policy = _POLICIES.get(policy)
         if c_policy is None:

@@ -616,7 +616,8 @@ class ReferenceManager:
 
         Raises:
             UserNotFoundError, KeyServerError, EncryptionError (no recipient could be reached
-            or a bundle failed its checks).
+            or a bundle failed its checks), ValueError (``recipients`` empty or repeating a
+            device id).
         """
         _check_str(device_id, "device_id")
         _check_str(recipient_user_id, "recipient_user_id")
@@ -625,6 +626,8 @@ class ReferenceManager:
         ids = [_check_device_id(r, "recipient device id") for r in recipients]
         if not ids:
             raise ValueError("recipients must not be empty")
+        if len(set(ids)) != len(ids):  # refused as the binding must (pylime.manager.encrypt)
+            raise ValueError("recipients must not repeat a device id")
         plain = bytes(plaintext)
         policy = Policy(policy)
         with self._lock:
@@ -640,9 +643,8 @@ class ReferenceManager:
         statuses: dict[str, PeerStatus] = {}
         sessions: dict[str, AnySession] = {}
         missing: list[str] = []
-        unique = list(dict.fromkeys(ids))
         for d, (statuses[d], s) in db.active_sessions_and_statuses(
-                user.uid, unique, user.curve).items():
+                user.uid, ids, user.curve).items():
             if s is not None:
                 sessions[d] = s
             else:

@@ -92,3 +92,102 @@ def test_a_closed_manager_raises(world):
                  lambda: alice.manager.set_peer_status(GHOST, PeerStatus.UNSAFE)):
         with pytest.raises(ManagerClosedError):
             call()
+
+
+_REPEATED_AFTER_RESTART = """
+import os, sys, tempfile
+from pylime.keyserver import KeyServer
+from pylime.manager import Manager
+from pylime.types import Curve
+d, server = tempfile.mkdtemp(), KeyServer()
+alice, bob = "sip:alice@example.org;gr=1", "sip:bob@example.org;gr=1"
+a = Manager(os.path.join(d, "a"), transport=server)
+b = Manager(os.path.join(d, "b"), transport=server)
+a.create_user(alice, "https://k", Curve(int(sys.argv[1])))
+b.create_user(bob, "https://k", Curve(int(sys.argv[1])))
+a.encrypt(alice, "sip:bob@example.org", [bob], b"first")
+a.close()
+a = Manager(os.path.join(d, "a"), transport=server)  # the session now comes from the database
+try:
+    a.encrypt(alice, "sip:bob@example.org", [bob, bob], b"twice")
+except ValueError as exc:
+    print("refused:", exc)
+print(len(a.encrypt(alice, "sip:bob@example.org", [bob], b"once").recipients))
+"""
+
+
+@pytest.mark.parametrize("curve", [Curve.C25519, Curve.C448], ids=["c25519", "c448"])
+def test_a_repeated_recipient_is_refused_before_lime_crashes_on_it(curve):
+    """liblime 5.1.64 SIGSEGVs on a repeated device whose session it loads from its database.
+
+    Found by scripts/asan_binding (corpus device-ids, "encrypt.duplicates"); the call runs in
+    a child process so a regression is a failure, not a dead test run.
+    """
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _REPEATED_AFTER_RESTART, str(int(curve))],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env=dict(os.environ))
+    assert child.returncode == 0, f"the process died: {child.returncode} {child.stderr[-500:]}"
+    assert child.stdout.splitlines() == ["refused: recipients must not repeat a device id", "1"]
+
+
+_BUNDLE_WITHOUT_THE_DEVICE = """
+import os, sys, tempfile
+from pylime import KeyServerError
+from pylime.keyserver import KeyServer, protocol as proto
+from pylime.manager import Manager
+from pylime.reference import ReferenceManager
+from pylime.types import Curve
+factory = Manager if sys.argv[1] == "lime" else ReferenceManager
+
+class Forging:  # answers getPeerBundle without an entry for the device asked for
+    def __init__(self, server):
+        self.server = server
+    def post(self, url, sender, body):
+        code, answer = self.server.post(url, sender, body)
+        if body[1] == proto.MessageType.GET_PEER_BUNDLE:
+            pb = proto.parse_response(answer)
+            b = pb.bundles[0]
+            other = proto.Bundle("sip:mallory@example.org;gr=9", b.ik, b.spk, b.spk_id,
+                                 b.spk_sig, b.opk)
+            answer = proto.PeerBundle(pb.curve, () if sys.argv[2] == "zero" else (other,))
+            answer = answer.to_bytes()
+        return code, answer
+
+d, server = tempfile.mkdtemp(), KeyServer()
+alice, bob = "sip:alice@example.org;gr=1", "sip:bob@example.org;gr=1"
+a = factory(os.path.join(d, "a"), transport=Forging(server))
+factory(os.path.join(d, "b"), transport=server).create_user(bob, "https://k", Curve.C25519)
+a.create_user(alice, "https://k", Curve.C25519)
+try:
+    a.encrypt(alice, "sip:bob@example.org", [bob], b"hi")
+except KeyServerError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("entries", ["zero", "another-device"])
+@pytest.mark.parametrize("backend_name", ["lime", "reference"])
+def test_a_peer_bundle_without_the_device_asked_for_fails_the_encrypt(backend_name, entries):
+    """KeyServerError on both backends; liblime 5.1.64 would loop for ever on that answer.
+
+    Found while checking scripts/asan_binding's answers corpus. A child process, so a
+    regression is a timeout, not a hung test run.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from pylime.backend import binding_available
+
+    if backend_name == "lime" and not binding_available():
+        pytest.skip("the liblime binding is not built")
+    child = subprocess.run([sys.executable, "-c", _BUNDLE_WITHOUT_THE_DEVICE, backend_name,
+                            entries], capture_output=True, text=True, timeout=60,
+                           check=False, env=dict(os.environ))
+    assert child.returncode == 0, child.stderr[-500:]
+    assert child.stdout.strip() == ("refused: key server at https://k sent no bundle entry for "
+                                    "'sip:bob@example.org;gr=1'")

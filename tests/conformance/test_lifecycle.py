@@ -170,21 +170,25 @@ def test_update_republishes_a_user_the_server_lost(net: Net, kind: str) -> None:
     assert b.open(b.user, a, a.send(b.user, [b], b"found you")).plaintext == b"found you"
 
 
-def test_duplicate_recipients_and_own_device(net: Net, pairing: tuple[str, str]) -> None:
-    """A repeated device id gets two messages on one session; the sender may include itself."""
-    a, b = net.dev("alice", pairing[0]), net.dev("bob", pairing[1])
-    out = a.manager.encrypt(a.device_id, b.user, [b.device_id, b.device_id, a.device_id],
-                            b"twice", policy=0)
-    first, second, own = out.recipients
-    from pylime.reference import encoding
+def test_duplicate_recipients_are_refused_and_the_own_device_allowed(
+        net: Net, pairing: tuple[str, str]) -> None:
+    """A repeated device id is a ValueError on both backends; the sender may include itself.
 
-    ns = [encoding.parse_dr_header(r.dr_message, net.curve)[0].ns for r in (first, second)]
-    assert ns == [0, 1]
-    for r in (second, first):
-        assert b.manager.decrypt(b.device_id, b.user, a.device_id, r.dr_message).plaintext \
-            == b"twice"
+    liblime 5.1.64 gives a repeated device two messages on one session while the session is
+    in its cache, but dereferences a null session (SIGSEGV) once it comes from the database
+    (after a restart or a refused decrypt): pylime refuses the list before lime sees it.
+    """
+    a, b = net.dev("alice", pairing[0]), net.dev("bob", pairing[1])
+    with pytest.raises(ValueError, match="repeat"):
+        a.manager.encrypt(a.device_id, b.user, [b.device_id, a.device_id, b.device_id],
+                          b"twice", policy=0)
+    out = a.manager.encrypt(a.device_id, b.user, [b.device_id, a.device_id], b"once",
+                            policy=0)
+    first, own = out.recipients
+    assert b.manager.decrypt(b.device_id, b.user, a.device_id, first.dr_message).plaintext \
+        == b"once"
     assert a.manager.decrypt(a.device_id, b.user, a.device_id, own.dr_message).plaintext \
-        == b"twice"
+        == b"once"
 
 
 @pytest.mark.parametrize("kind", ["lime", "ref"])
