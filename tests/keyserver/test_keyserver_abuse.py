@@ -401,11 +401,12 @@ class CountingServer:
         return self.server.post(url, sender, body)
 
 
-def test_lime_encrypts_to_a_repeated_recipient(
+def test_a_repeated_recipient_is_refused_before_the_key_server_is_asked(
     tmp_path: Path, storage_backend: str, curve: Curve, backend: object
 ) -> None:
-    """A recipient listed twice: liblime asks for it twice, gets one bundle, and both copies
-    of the message decrypt (the reference asks once)."""
+    """A recipient listed twice is refused by both backends (liblime 5.1.64 crashes on it once
+    the session comes from its database: docs/security.md); no bundle is asked, no OPk taken.
+    The server's own answer to repeats in a request is pinned by the tests above."""
     from tests.conftest import World
 
     with make_server(storage_backend, tmp_path) as server:
@@ -414,15 +415,13 @@ def test_lime_encrypts_to_a_repeated_recipient(
         try:
             alice, bob = world.device("alice"), world.device("bob")
             before = server.opk_count(bob.device_id)
-            out = alice.encrypt(bob.user, [bob, bob], b"twice")
-            assert [r.device_id for r in out.recipients] == [bob.device_id] * 2
-            assert server.opk_count(bob.device_id) == before - 1
-            # liblime 5.1.64 repeats the id in its request; the reference asks once.
-            repeats = 1 if getattr(backend, "__name__", "") == "ReferenceManager" else 2
-            assert counting.bundle_requests == [(bob.device_id,) * repeats]
-            for r in out.recipients:
-                plain = bob.decrypt(bob.user, alice, r.dr_message, out.cipher_message)
-                assert plain.plaintext == b"twice"
+            with pytest.raises(ValueError, match="repeat"):
+                alice.encrypt(bob.user, [bob, bob], b"twice")
+            assert counting.bundle_requests == []
+            assert server.opk_count(bob.device_id) == before
+            out = alice.encrypt(bob.user, [bob], b"once")  # the manager is still usable
+            plain = bob.decrypt(bob.user, alice, out.recipients[0].dr_message, out.cipher_message)
+            assert plain.plaintext == b"once"
         finally:
             world.close()
 
