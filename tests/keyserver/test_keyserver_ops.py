@@ -126,8 +126,8 @@ def test_liveness_and_readiness_are_distinct(
     schema: a database migrated ahead (here: code that expects version 2) is not ready."""
     assert served.get("/healthz").json() == {"status": "live"}
     ready = served.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ok", "schema": 1}
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    assert ready.status_code == 200 and ready.json() == {"status": "ok", "schema": schema.SCHEMA_VERSION}
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
     ready = served.get("/readyz")
     assert ready.status_code == 503 and ready.json()["status"] == "schema mismatch"
     assert served.get("/healthz").status_code == 200

@@ -76,8 +76,9 @@ def extra_step(version: int, sqlite: tuple[str, ...], postgres: tuple[str, ...])
     return Step(version, f"test step {version}", sqlite, postgres)
 
 
+LATEST = schema.SCHEMA_VERSION  # this code's real version; test steps come after it
 NOTES_STEP = extra_step(
-    2,
+    LATEST + 1,
     ("CREATE TABLE Notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",),
     ("CREATE TABLE lime_notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)",),
 )
@@ -87,7 +88,7 @@ NOTES_STEP = extra_step(
 def with_step_2(monkeypatch: pytest.MonkeyPatch) -> None:
     """The code knows a migration step 2 (a table added by a later release)."""
     monkeypatch.setattr(schema, "STEPS", (*schema.STEPS, NOTES_STEP))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", LATEST + 1)
 
 
 def test_an_empty_database_gets_every_step(backend: str, blank: str) -> None:
@@ -118,12 +119,13 @@ def test_every_table_and_column_is_exported_or_excused(backend: str, blank: str)
 
 
 def test_a_database_made_by_the_previous_release_is_served(backend: str, blank: str) -> None:
-    """A database written by pylime 0.2's own SQL is version 1 and opens without migrate,
-    its keys and OPks intact."""
+    """A database written by pylime 0.2's own SQL is version 1: migrated to this code's
+    version, its keys and OPks are intact."""
     write_main_v1(backend, blank)
-    storage = open_storage(blank)
+    storage = open_storage(blank, migrate=True)
     try:
-        assert storage.schema_version() == 1 and storage.applied_steps == []
+        assert storage.schema_version() == LATEST
+        assert storage.applied_steps == list(range(2, LATEST + 1))
         (bundle,) = storage.take_bundles(Curve.C25519, ["sip:alice@example.org;gr=a"])
         assert bundle is not None and bundle.keys.ik == b"\x11"
         assert bundle.opk is not None and bundle.opk.id == 1  # the oldest first
@@ -139,19 +141,21 @@ def test_an_older_database_is_refused_until_migrated(backend: str, blank: str) -
     write_main_v1(backend, blank)
     with pytest.raises(SchemaTooOldError, match="pylime keyserver migrate") as refused:
         open_storage(blank)
-    assert (refused.value.found, refused.value.supported) == (1, 2)
+    assert (refused.value.found, refused.value.supported) == (1, LATEST + 1)
 
+    pending = list(range(2, LATEST + 2))
     code, out = cli("keyserver", "migrate", "--db", blank, "--check", "--json")
-    assert code == 1 and json.loads(out) == {"ok": True, "version": 1, "latest": 2, "pending": [2]}
+    assert code == 1
+    assert json.loads(out) == {"ok": True, "version": 1, "latest": LATEST + 1, "pending": pending}
 
     code, out = cli("keyserver", "migrate", "--db", blank, "--json")
     assert code == 0, out
-    assert json.loads(out) == {"ok": True, "from": 1, "to": 2, "applied": [2]}
+    assert json.loads(out) == {"ok": True, "from": 1, "to": LATEST + 1, "applied": pending}
     assert ("lime_notes" if backend == "postgres" else "Notes") in table_names(backend, blank)
 
     storage = open_storage(blank)  # now served
     try:
-        assert storage.schema_version() == 2
+        assert storage.schema_version() == LATEST + 1
         assert storage.opk_ids(Curve.C25519, "sip:alice@example.org;gr=a") == [1, 2]
     finally:
         storage.close()
@@ -162,23 +166,23 @@ def test_an_older_database_is_refused_until_migrated(backend: str, blank: str) -
 def test_a_failing_step_leaves_the_previous_version(
     backend: str, blank: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Steps run one transaction each: step 2 commits, step 3 fails half-way and leaves
-    nothing behind (its first table is rolled back), and the version stays 2."""
+    """Steps run one transaction each: step LATEST+1 commits, the next fails half-way and
+    leaves nothing behind (its first table is rolled back), and the version stays LATEST+1."""
     write_main_v1(backend, blank)
     broken = extra_step(
-        3,
+        LATEST + 2,
         ("CREATE TABLE Half (id INTEGER)", "CREATE TABLE Notes (id INTEGER)"),
         ("CREATE TABLE lime_half (id BIGINT)", "CREATE TABLE lime_notes (id BIGINT)"),
     )
     monkeypatch.setattr(schema, "STEPS", (*schema.STEPS, NOTES_STEP, broken))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", LATEST + 2)
     with pytest.raises(StorageError):
         open_storage(blank, migrate=True)
     names = table_names(backend, blank)
     assert not {"Half", "lime_half"} & names
     with pytest.raises(SchemaTooOldError) as refused:
         open_storage(blank)
-    assert refused.value.found == 2
+    assert refused.value.found == LATEST + 1
 
 
 def test_a_newer_database_is_refused(backend: str, blank: str) -> None:

@@ -151,7 +151,10 @@ def _with(line: str, index: int, value: object) -> str:
     [
         (lambda ls: ls[:-1], "ends before its end record"),
         (lambda ls: ls[:5], "ends before"),
-        (lambda ls: [ls[0].replace('"schema":1', '"schema":7'), *ls[1:]], "schema version 7"),
+        (
+            lambda ls: [ls[0].replace(f'"schema":{schema.SCHEMA_VERSION}', '"schema":7'), *ls[1:]],
+            "schema version 7",
+        ),
         (lambda ls: ['{"format":"other"}\n', *ls[1:]], "not a pylime"),
         (lambda ls: [*ls[:3], ls[3].replace('"', "'", 1), *ls[4:]], "not JSON"),
         (lambda ls: [*ls[:-1], '{"end":{"users":1,"opks":0,"accounts":0}}\n'], "row counts"),
