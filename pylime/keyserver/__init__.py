@@ -16,8 +16,9 @@ uvicorn through :mod:`pylime.keyserver.service` (``pylime keyserver serve``)::
 
 Operators should know: accounts hold HA1 values only (the SIP account's password is never
 stored); an account may act only on devices ``sip:<user>@<realm>;gr=...``, while fetching
-bundles needs any account; Digest nonces live in each server process's memory, so a client
-moved to another process answers one extra challenge (``stale=true``); ``GET /healthz`` is
+bundles needs any account; Digest nonces and the rate limit (on by default, per account)
+live in the database when it is shared (PostgreSQL, or an SQLite file with several workers),
+so any process answers any request (:mod:`pylime.keyserver.state`); ``GET /healthz`` is
 liveness, ``GET /readyz`` readiness (database up, schema current), ``GET /metrics`` Prometheus
 metrics with ``--metrics``; ``pylime keyserver migrate|export|import|report`` operate the
 database (docs/deploy.md); SIGTERM finishes the requests in flight, then closes the database; logs carry

@@ -22,7 +22,6 @@ import ipaddress
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass, field
@@ -47,12 +46,35 @@ from pylime.keyserver.protocol import (
     X3DHParseError,
     parse_request,
 )
-from pylime.keyserver.storage import Account, SQLiteStorage, StorageError
+from pylime.keyserver.state import (
+    DEFAULT_MAX_NONCES_PER_ACCOUNT,
+    DEFAULT_RATE_BURST,
+    DEFAULT_RATE_LIMIT,
+    MemoryNonceBook,
+    MemoryRateLimiter,
+    RateLimiter,
+    StoreNonceBook,
+    StoreRateLimiter,
+    nonce_secret,
+)
+from pylime.keyserver.storage import (
+    Account,
+    SQLiteStorage,
+    Storage,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from pylime.keyserver.metrics import Metrics
 
-__all__ = ["ENV_CONFIG", "HttpLimits", "KeyServerApp", "ServerConfig", "app_from_environment"]
+__all__ = [
+    "ENV_CONFIG",
+    "HttpLimits",
+    "KeyServerApp",
+    "RateLimiter",
+    "ServerConfig",
+    "app_from_environment",
+]
 
 log = logging.getLogger("pylime.keyserver.http")
 
@@ -114,8 +136,16 @@ class ServerConfig:
     algorithms: tuple[str, ...] = field(default=("SHA-256", "MD5"))
     body_timeout: float = 30.0  # seconds to receive a whole body (a trickling client gets 408)
     # Requests per second allowed to one account (or, without authentication, one client
-    # address), with bursts of twice that; 0 = no limit. Counted per server process.
-    rate_limit: float = 0.0
+    # address), with bursts of rate_burst; 0 = no limit. Nonces and buckets live where
+    # shared_state says: "database" (every process on it agrees), "memory" (this process),
+    # or "auto": the database for PostgreSQL (and an SQLite file served by several workers).
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    rate_burst: float = DEFAULT_RATE_BURST
+    shared_state: str = "auto"
+    max_nonces_per_account: int = DEFAULT_MAX_NONCES_PER_ACCOUNT
+    # A file holding the nonce-signing secret (else $PYLIME_KEYSERVER_SECRET, else one kept
+    # in the shared database); used only with shared state. Never logged.
+    nonce_secret_file: str | None = None
     # Operations: GET /metrics (off unless asked), answered only to these client networks.
     metrics: bool = False
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
@@ -135,6 +165,10 @@ class ServerConfig:
             raise ValueError("max_body must be at least 3 bytes")
         for net in self.metrics_allow:
             ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        if self.shared_state not in ("auto", "memory", "database"):
+            raise ValueError("shared_state is one of auto, memory, database")
+        if self.rate_limit < 0 or self.rate_burst < 1 or self.max_nonces_per_account < 1:
+            raise ValueError("rate_limit >= 0, rate_burst >= 1, max_nonces_per_account >= 1")
 
     def to_json(self) -> str:
         """The configuration as JSON (it may hold a database URL: keep it private)."""
@@ -155,31 +189,6 @@ class _TooLarge(Exception):
     pass
 
 
-class RateLimiter:
-    """Token buckets per requester: ``rate`` requests per second, bursts of ``2 * rate``."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = max(1.0, 2 * rate)
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # who -> (tokens, last time)
-        self._lock = threading.Lock()
-
-    def wait(self, who: str) -> float:
-        """Take one token for ``who``: 0 if allowed, else the seconds until one is available."""
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.get(who, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                self._buckets[who] = (tokens, now)
-                return (1 - tokens) / self.rate
-            if len(self._buckets) > 100_000:  # bound memory; full buckets lose nothing
-                self._buckets.clear()
-            self._buckets[who] = (tokens - 1, now)
-            return 0.0
-
-
 class KeyServerApp:
     """ASGI 3 application serving one KeyServer (opened at startup, closed at shutdown).
 
@@ -195,7 +204,8 @@ class KeyServerApp:
         self._owns_server = server is None
         self._auth: DigestAuthenticator | None = None
         self._open_lock = asyncio.Lock()
-        self._limiter = RateLimiter(config.rate_limit) if config.rate_limit > 0 else None
+        self._limiter: RateLimiter | None = None
+        self._ready = False  # storage open, authenticator and limiter built
         self._metrics: Metrics | None = None
         self._metrics_allow = [ipaddress.ip_network(n, strict=False) for n in config.metrics_allow]
         self._sampler: asyncio.Task[None] | None = None
@@ -228,19 +238,44 @@ class KeyServerApp:
                 opk_budget_window=self.config.opk_budget_window,
                 lifetime=self.config.lifetime,
             )
-        if not self.config.open and self._auth is None:
-            assert self.config.realm is not None
-            self._auth = DigestAuthenticator(
-                self._server.storage,
-                self.config.realm,
-                algorithms=self.config.algorithms,
-                nonce_lifetime=self.config.nonce_lifetime,
+        storage = self._server.storage
+        shared = self.shares_state(storage)
+        config = self.config
+        if config.rate_limit > 0 and self._limiter is None:
+            self._limiter = (
+                StoreRateLimiter(storage, config.rate_limit, config.rate_burst)
+                if shared
+                else MemoryRateLimiter(config.rate_limit, config.rate_burst)
             )
+        if not config.open and self._auth is None:
+            assert config.realm is not None
+            # In memory, a per-process key: a restart must not revive nonces it forgot.
+            secret = nonce_secret(storage, config.nonce_secret_file) if shared else None
+            book = (
+                StoreNonceBook(storage, config.max_nonces_per_account)
+                if shared
+                else MemoryNonceBook(config.max_nonces_per_account)
+            )
+            self._auth = DigestAuthenticator(
+                storage,
+                config.realm,
+                algorithms=config.algorithms,
+                nonce_lifetime=config.nonce_lifetime,
+                secret=secret,
+                nonce_book=book,
+            )
+        self._ready = True
+
+    def shares_state(self, storage: Storage) -> bool:
+        """Whether nonces and rate buckets live in the database (see ServerConfig.shared_state)."""
+        if self.config.shared_state != "auto":
+            return self.config.shared_state == "database"
+        return not isinstance(storage, SQLiteStorage)
 
     async def startup(self) -> None:
         """Open the storage (in this process: each worker has its own connections)."""
         async with self._open_lock:
-            if self._server is None or (not self.config.open and self._auth is None):
+            if not self._ready:
                 await asyncio.to_thread(self._open_sync)
             if self._metrics is not None and self._sampler is None:
                 self._sampler = asyncio.get_running_loop().create_task(self._sample_pool())
@@ -263,6 +298,7 @@ class KeyServerApp:
             self._metrics.close()
         if self._owns_server and self._server is not None:
             server, self._server, self._auth = self._server, None, None
+            self._limiter, self._ready = None, False
             await asyncio.to_thread(server.close)
 
     # ---------------------------------------------------------------- ASGI
@@ -418,7 +454,7 @@ class KeyServerApp:
         text = "text/plain; charset=utf-8"
         if method in ("GET", "HEAD") and await self._probe(path, scope, send):
             return
-        if self._server is None or (not self.config.open and self._auth is None):
+        if not self._ready:
             await self.startup()  # served without a lifespan (some test harnesses)
         server = self._server
         assert server is not None
@@ -493,7 +529,11 @@ class KeyServerApp:
             account = result.account
         if self._limiter is not None:
             who = f"{account.username}@{account.realm}" if account else f"address {peer}"
-            wait = self._limiter.wait(who)
+            try:
+                wait = self._limiter.wait(who)
+            except StorageError as exc:
+                log.error("rate limit failed on a storage error: %s", exc)
+                return 503, b"database unavailable\n", []
             if wait > 0:
                 log.info("rate limit: %s", who)
                 retry = str(max(1, int(wait + 0.999))).encode()

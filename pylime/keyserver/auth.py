@@ -4,15 +4,16 @@ As the production lime-server does, the realm is the SIP domain and the accounts
 accounts: a device ``sip:alice@example.org;gr=...`` may only be registered, updated or deleted
 by the account ``alice`` of realm ``example.org``. The account store keeps HA1 values only.
 
-Nonces belong to the server process that issued them: a timestamp, a random part and an
-HMAC under a secret that lives only in that process's memory. The process remembers, for each
-nonce it has seen used, the highest nonce count (nc), and accepts a request only with a higher
-one, so a captured request cannot be replayed; nonces expire after ``nonce_lifetime``
-seconds. A nonce presented to another process (another worker, another machine, or the same
-server after a restart) is answered ``401`` with ``stale=true`` when the credentials are right,
-and the client simply answers the fresh challenge (httpx and belle-sip do). Keeping this state
-in memory spares every request a database write; a client keeps its nonce on its kept-alive
-connection, which stays with one process.
+A nonce is an issue time, a random part and an HMAC of both under the nonce key; a
+:class:`~pylime.keyserver.state.NonceBook` remembers, for each nonce in use, its account and
+the highest nonce count (nc), and a request is accepted only with a higher one, so a captured
+request cannot be replayed; nonces expire after ``nonce_lifetime`` seconds. Processes that
+share the key and the book (the database's, see :mod:`pylime.keyserver.state`) accept each
+other's nonces, so a client may land on any of them without an extra challenge. A nonce
+another process issued under another key is answered ``401`` with ``stale=true`` when the
+credentials are right, and the client simply answers the fresh challenge (httpx and
+belle-sip do). Each account may hold a bounded number of live nonces, so one account
+creating nonces fast can only make its own new nonces stale.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pylime.deviceid import device_owner  # re-exported: the owner rule of the key server
-from pylime.keyserver.storage import Account, Storage
+from pylime.keyserver.state import MemoryNonceBook, NonceBook
+from pylime.keyserver.storage import Account, NonceUse, Storage
 
 __all__ = [
     "ALGORITHMS",
@@ -134,8 +136,14 @@ class DigestAuthenticator:
         nonce_lifetime: seconds a nonce stays valid.
         account_cache_ttl: seconds an account read from the store is reused; a removed
             account or changed password takes effect in running servers after at most this.
-        max_nonces: the most nonces remembered at once; beyond it new nonces are refused
-            (as stale) until old ones expire, so memory stays bounded.
+        max_nonces: with the default in-memory book, the most nonces remembered at once
+            (memory stays bounded); beyond it new nonces are refused (as stale) until old
+            ones expire.
+        max_nonces_per_account: with the default in-memory book, the most live nonces one
+            account may hold; beyond it that account's new nonces are refused as stale.
+        secret: the key nonces are signed with (see state.nonce_secret); random for this
+            process alone by default.
+        nonce_book: where nonce uses are recorded; by default in this process's memory.
     """
 
     def __init__(
@@ -147,6 +155,9 @@ class DigestAuthenticator:
         nonce_lifetime: float = 300.0,
         account_cache_ttl: float = 5.0,
         max_nonces: int = 1_000_000,
+        max_nonces_per_account: int | None = None,
+        secret: bytes | None = None,
+        nonce_book: NonceBook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         unknown = [a for a in algorithms if a.upper() not in ALGORITHMS]
@@ -159,13 +170,15 @@ class DigestAuthenticator:
         self.algorithms = tuple(a.upper() for a in algorithms)
         self.nonce_lifetime = nonce_lifetime
         self._clock = clock
-        # Per process, never stored: nonces are only valid where they were issued.
-        self._secret = secrets.token_bytes(32)
-        self._opaque = secrets.token_hex(16)  # clients echo it back unchanged
-        self._seen: dict[str, int] = {}  # nonce -> highest nc accepted
-        self._seen_lock = threading.Lock()
-        self._max_nonces = max_nonces
-        self._next_purge = 0.0
+        if secret is not None and len(secret) < 16:
+            raise ValueError("the nonce secret must hold at least 16 bytes")
+        self._secret = secrets.token_bytes(32) if secret is None else bytes(secret)
+        # Clients echo it back unchanged; derived from the key so processes sharing it agree.
+        self._opaque = hmac.new(self._secret, b"opaque", hashlib.sha256).hexdigest()[:32]
+        if nonce_book is None:
+            per_account = max_nonces_per_account or min(max_nonces, 1000)
+            nonce_book = MemoryNonceBook(per_account, max_total=max_nonces)
+        self.nonce_book = nonce_book
         self._account_ttl = account_cache_ttl
         self._accounts: dict[str, tuple[float, Account]] = {}
         self._accounts_lock = threading.Lock()
@@ -251,28 +264,17 @@ class DigestAuthenticator:
         # The password is right; from here on a refusal only asks for a fresh nonce.
         age = self._nonce_age(nonce)
         if age is None or not _same(f.get("opaque", self._opaque), self._opaque):
-            return AuthResult(None, stale=True, reason="nonce not issued by this process")
+            return AuthResult(None, stale=True, reason="nonce not issued under this key")
         if age > self.nonce_lifetime or age < -60:
             return AuthResult(None, stale=True, reason="nonce expired")
         now = self._clock()
-        with self._seen_lock:
-            if now >= self._next_purge:
-                self._purge(now)
-            last = self._seen.get(nonce)
-            if last is None and len(self._seen) >= self._max_nonces:
-                return AuthResult(None, stale=True, reason="too many nonces in use")
-            if last is not None and nc <= last:
-                return AuthResult(None, reason="replayed nonce count")
-            self._seen[nonce] = nc
+        expires = now - age + self.nonce_lifetime
+        use = self.nonce_book.use(nonce, f"{account.username}:{account.realm}", nc, expires, now)
+        if use is NonceUse.REPLAYED:
+            return AuthResult(None, reason="replayed nonce count")
+        if use is NonceUse.FULL:
+            return AuthResult(None, stale=True, reason="too many nonces in use by this account")
         return AuthResult(account)
-
-    def _purge(self, now: float) -> None:
-        """Forget expired nonces (they are refused by age anyway); called under the lock."""
-        self._next_purge = now + min(self.nonce_lifetime, 60.0)
-        horizon = int(now - self.nonce_lifetime) - 1
-        expired = [n for n in self._seen if int(n.split(".", 1)[0], 16) < horizon]
-        for n in expired:
-            del self._seen[n]
 
     def _account(self, username: str) -> Account | None:
         """The account, from a short-lived cache: most requests come from known devices."""

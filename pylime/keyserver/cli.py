@@ -13,6 +13,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pylime.keyserver.state import (
+    DEFAULT_MAX_NONCES_PER_ACCOUNT,
+    DEFAULT_RATE_BURST,
+    DEFAULT_RATE_LIMIT,
+)
+
 if TYPE_CHECKING:
     from pylime.keyserver import KeyServer
 
@@ -136,10 +142,38 @@ def keyserver() -> None:
 @click.option("--nonce-lifetime", default=300.0, show_default=True, type=click.FloatRange(1))
 @click.option(
     "--rate-limit",
-    default=0.0,
+    default=DEFAULT_RATE_LIMIT,
     show_default=True,
     type=click.FloatRange(0),
-    help="Requests/s per account (or client address with --open), per worker; 0 = none.",
+    help="Requests/s per account (or client address with --open); 0 = none.",
+)
+@click.option(
+    "--rate-burst",
+    default=DEFAULT_RATE_BURST,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Requests an idle account may send at once.",
+)
+@click.option(
+    "--shared-state",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "memory", "database"]),
+    help="Where digest nonces and rate buckets live: the database lets every server on it "
+    "accept any request (auto: PostgreSQL, or an SQLite file with --workers > 1).",
+)
+@click.option(
+    "--max-nonces-per-account",
+    default=DEFAULT_MAX_NONCES_PER_ACCOUNT,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Live digest nonces one account may hold.",
+)
+@click.option(
+    "--nonce-secret-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File whose contents sign nonces (shared state) [default: $PYLIME_KEYSERVER_SECRET, "
+    "else a secret kept in the database].",
 )
 @click.option(
     "--max-header-bytes",
@@ -234,6 +268,10 @@ def serve(
     idle_timeout: float,
     keep_alive_timeout: float,
     max_connections_per_address: int,
+    rate_burst: float,
+    shared_state: str,
+    max_nonces_per_account: int,
+    nonce_secret_file: str | None,
     algorithms: tuple[str, ...],
     log_level: str,
     log_format: str,
@@ -282,6 +320,10 @@ def serve(
             lifetime=lifetime,
             nonce_lifetime=nonce_lifetime,
             rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            shared_state=shared_state,
+            max_nonces_per_account=max_nonces_per_account,
+            nonce_secret_file=nonce_secret_file and str(Path(nonce_secret_file).resolve()),
             algorithms=tuple(a.upper() for a in algorithms) or ("SHA-256", "MD5"),
             metrics=metrics,
             metrics_allow=metrics_allow or ("127.0.0.0/8", "::1/128"),

@@ -7,6 +7,8 @@ same statement, so concurrent fetches never hand out the same OPk and never wait
 
 from __future__ import annotations
 
+import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +24,7 @@ from pylime.keyserver.storage import (
     AccountQuotas,
     AddOutcome,
     DeviceStock,
+    NonceUse,
     OPkBudget,
     RegisterOutcome,
     Storage,
@@ -77,6 +80,10 @@ class PostgresStorage(Storage):
         migrate: bool = False,
     ) -> None:
         self._display = _safe_url(url)
+        self._url = url
+        self._timeout = timeout
+        self._state_pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._state_lock = threading.Lock()
         try:
             self._pool = psycopg_pool.ConnectionPool(
                 url,
@@ -161,6 +168,47 @@ class PostgresStorage(Storage):
         """A pooled connection in autocommit: each statement is atomic on its own."""
         try:
             with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StorageError(f"PostgreSQL error: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def _state(self) -> Iterator[psycopg.Cursor[Any]]:
+        """Autocommit on a small pool of its own whose commits do not wait for the WAL flush.
+
+        Nonce uses and rate buckets are written on every request and matter only for
+        minutes: a crash of the database may lose the last fraction of a second of them
+        (``synchronous_commit = off``), which costs at most a replay of a request captured in
+        that instant, and saves every request a disk flush. Keys and OPks keep full durability.
+        """
+        pool = self._state_pool
+        if pool is None:
+            with self._state_lock:
+                if self._closed:
+                    raise StorageError("storage is closed")
+                if self._state_pool is None:
+                    try:
+                        self._state_pool = psycopg_pool.ConnectionPool(
+                            self._url,
+                            min_size=1,
+                            max_size=4,
+                            timeout=self._timeout,
+                            open=False,
+                            name="pylime-keyserver-state",
+                            kwargs={
+                                "autocommit": True,
+                                "options": "-c synchronous_commit=off",
+                            },
+                        )
+                        self._state_pool.open(wait=True, timeout=self._timeout)
+                    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                        self._state_pool = None
+                        raise StorageError(
+                            f"cannot connect to {self._display}: {type(exc).__name__}"
+                        ) from exc
+                pool = self._state_pool
+        try:
+            with pool.connection() as conn, conn.cursor() as cur:
                 yield cur
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StorageError(f"PostgreSQL error: {type(exc).__name__}: {exc}") from exc
@@ -533,6 +581,74 @@ class PostgresStorage(Storage):
     def _bulk(self) -> Iterator[psycopg.Cursor[Any]]:
         with self._tx() as cur:
             yield cur
+    def use_nonce(
+        self, nonce: str, account: str, nc: int, expires: float, now: float, max_per_account: int
+    ) -> NonceUse:
+        with self._state() as cur:
+            # The usual case, a nonce already in use: one statement on the primary key.
+            update = "UPDATE lime_nonces SET nc = %s WHERE nonce = %s AND account = %s AND nc < %s"
+            cur.execute(update, (nc, nonce, account, nc))
+            if cur.rowcount:
+                return NonceUse.ACCEPTED
+            # First use: insert it unless the account holds its most live nonces already.
+            # ON CONFLICT: another process inserted it meanwhile (or it is a replay).
+            cur.execute(
+                "INSERT INTO lime_nonces (nonce, account, nc, expires)"
+                " SELECT %s, %s, %s, %s WHERE (SELECT count(*) FROM (SELECT 1 FROM lime_nonces"
+                "  WHERE account = %s AND expires > %s LIMIT %s) AS held) < %s"
+                " ON CONFLICT (nonce) DO NOTHING",
+                (nonce, account, nc, expires, account, now, max_per_account, max_per_account),
+            )
+            if cur.rowcount:
+                return NonceUse.ACCEPTED
+            cur.execute(update, (nc, nonce, account, nc))  # inserted concurrently, lower nc
+            if cur.rowcount:
+                return NonceUse.ACCEPTED
+            cur.execute("SELECT 1 FROM lime_nonces WHERE nonce = %s", (nonce,))
+            return NonceUse.REPLAYED if cur.fetchone() is not None else NonceUse.FULL
+
+    def purge_nonces(self, now: float) -> int:
+        with self._state() as cur:
+            cur.execute("DELETE FROM lime_nonces WHERE expires <= %s", (now,))
+            return cur.rowcount
+
+    def take_token(self, who: str, rate: float, burst: float, now: float) -> float:
+        with self._state() as cur:
+            # One statement, atomic under concurrent workers on any machine: refill by the
+            # time elapsed (never negative, whatever the machines' clocks), take one if there.
+            cur.execute(
+                "INSERT INTO lime_rate AS r (who, tokens, stamp, ok)"
+                " VALUES (%(who)s, %(burst)s - 1, %(now)s, true)"
+                " ON CONFLICT (who) DO UPDATE SET"
+                "  tokens = LEAST(%(burst)s, r.tokens + GREATEST(%(now)s - r.stamp, 0) * %(rate)s)"
+                "   - CASE WHEN LEAST(%(burst)s, r.tokens + GREATEST(%(now)s - r.stamp, 0)"
+                "    * %(rate)s) >= 1 THEN 1 ELSE 0 END,"
+                "  ok = LEAST(%(burst)s, r.tokens + GREATEST(%(now)s - r.stamp, 0) * %(rate)s) >= 1,"
+                "  stamp = GREATEST(r.stamp, %(now)s)"
+                " RETURNING tokens, ok",
+                {"who": who, "burst": float(burst), "now": float(now), "rate": float(rate)},
+            )
+            row = cur.fetchone()
+        assert row is not None
+        tokens, ok = float(row[0]), bool(row[1])
+        return 0.0 if ok else (1 - tokens) / rate
+
+    def purge_buckets(self, before: float) -> int:
+        with self._state() as cur:
+            cur.execute("DELETE FROM lime_rate WHERE stamp < %s", (before,))
+            return cur.rowcount
+
+    def shared_secret(self, name: str, length: int = 32) -> bytes:
+        with self._auto() as cur:
+            cur.execute(
+                "INSERT INTO lime_config (name, value) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_bytes(length)),
+            )
+            cur.execute("SELECT value FROM lime_config WHERE name = %s", (name,))
+            row = cur.fetchone()
+        assert row is not None
+        return bytes(row[0])
 
     def ping(self) -> None:
         with self._auto() as cur:
@@ -541,10 +657,17 @@ class PostgresStorage(Storage):
 
     def close(self) -> None:
         if not getattr(self, "_closed", True):
-            self._closed = True
+            with self._state_lock:
+                self._closed = True
+                state, self._state_pool = self._state_pool, None
             self._pool.close()
+            if state is not None:
+                state.close()
 
     def drop_everything(self) -> None:
         """Delete every row (tests and benchmarks reuse one database)."""
         with self._auto() as cur:
-            cur.execute("TRUNCATE lime_opks, lime_users, lime_accounts, lime_opk_budgets")
+            cur.execute(
+                "TRUNCATE lime_opks, lime_users, lime_accounts, lime_opk_budgets,"
+                " lime_nonces, lime_rate"
+            )

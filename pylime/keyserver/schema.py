@@ -175,6 +175,49 @@ CREATE TABLE IF NOT EXISTS lime_opk_budgets (
 )
 """
 
+# Version 3: state shared by every server process on the database (pylime.keyserver.state):
+# used digest nonces and rate-limit buckets (transient), and a name/value table on SQLite
+# like PostgreSQL's lime_config (it holds the nonce secret).
+_SQLITE_V3 = """
+CREATE TABLE IF NOT EXISTS Config (
+    Name TEXT PRIMARY KEY,
+    Value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS Nonces (
+    Nonce TEXT PRIMARY KEY,
+    Account TEXT NOT NULL,
+    Nc INTEGER NOT NULL,
+    Expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS Nonces_Account ON Nonces (Account, Expires);
+CREATE INDEX IF NOT EXISTS Nonces_Expires ON Nonces (Expires);
+CREATE TABLE IF NOT EXISTS RateBuckets (
+    Who TEXT PRIMARY KEY,
+    Tokens REAL NOT NULL,
+    Stamp REAL NOT NULL,
+    Ok INTEGER NOT NULL DEFAULT 1
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS RateBuckets_Stamp ON RateBuckets (Stamp)
+"""
+
+_POSTGRES_V3 = """
+CREATE TABLE IF NOT EXISTS lime_nonces (
+    nonce TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    nc BIGINT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lime_nonces_account ON lime_nonces (account, expires);
+CREATE INDEX IF NOT EXISTS lime_nonces_expires ON lime_nonces (expires);
+CREATE TABLE IF NOT EXISTS lime_rate (
+    who TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    stamp DOUBLE PRECISION NOT NULL,
+    ok BOOLEAN NOT NULL DEFAULT true
+);
+CREATE INDEX IF NOT EXISTS lime_rate_stamp ON lime_rate (stamp)
+"""
+
 # Ordered; versions are 1, 2, 3, ... without gaps. Never edit a released step: add one.
 STEPS: tuple[Step, ...] = (
     Step(1, "users, OPks and digest accounts", _statements(_SQLITE_V1), _statements(_POSTGRES_V1)),
@@ -183,6 +226,12 @@ STEPS: tuple[Step, ...] = (
         "device owners (quotas per account) and OPk budgets per requester",
         _statements(_SQLITE_V2),
         _statements(_POSTGRES_V2),
+    ),
+    Step(
+        3,
+        "shared digest nonces and rate-limit buckets",
+        _statements(_SQLITE_V3),
+        _statements(_POSTGRES_V3),
     ),
 )
 
@@ -292,14 +341,23 @@ TABLES: tuple[Table, ...] = (
 )
 
 # Tables a database may hold that export leaves out, with the reason (per backend).
+_TRANSIENT_NONCES = "used digest nonces: valid for minutes; clients answer a fresh challenge"
+_TRANSIENT_BUCKETS = "rate-limit buckets: a missing bucket is a full one"
+
 UNEXPORTED: dict[str, dict[str, str]] = {
     "sqlite": {
         "sqlite_sequence": "SQLite's AUTOINCREMENT counters: rebuilt from the imported ids",
         "sqlite_stat1": "planner statistics (ANALYZE): rebuilt by the database",
         "OPkBudgets": "transient: OPk budgets refill within their window; a move resets them",
+        "Config": "the nonce secret: the target makes its own (outstanding nonces go stale)",
+        "Nonces": _TRANSIENT_NONCES,
+        "RateBuckets": _TRANSIENT_BUCKETS,
     },
     "postgres": {
-        "lime_config": "the schema version (carried in the export header instead)",
+        "lime_config": "the schema version (carried in the export header instead) and the "
+        "nonce secret (the target makes its own: outstanding nonces go stale)",
         "lime_opk_budgets": "transient: OPk budgets refill within their window; a move resets them",
+        "lime_nonces": _TRANSIENT_NONCES,
+        "lime_rate": _TRANSIENT_BUCKETS,
     },
 }

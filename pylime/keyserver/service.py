@@ -7,6 +7,7 @@ SIGINT/SIGTERM it stops accepting, lets in-flight requests finish (up to
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -24,8 +25,8 @@ from uvicorn.supervisors import Multiprocess
 
 from pylime.keyserver.app import ENV_CONFIG, KeyServerApp, ServerConfig
 from pylime.keyserver.core import KeyServer
-from pylime.keyserver.logs import log_config
 from pylime.keyserver.http_guard import guarded_config
+from pylime.keyserver.logs import log_config
 
 __all__ = ["ServerThread", "serve"]
 
@@ -59,6 +60,9 @@ def serve(
         raise ValueError("--workers > 1 needs a shared database: an SQLite file or PostgreSQL")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("give both the TLS certificate and its key")
+    if workers > 1 and config.shared_state == "auto":
+        # Workers on one SQLite file must agree on nonces and rate buckets too.
+        config = dataclasses.replace(config, shared_state="database")
     # Worker processes rebuild the app from this variable (see app_from_environment).
     os.environ[ENV_CONFIG] = config.to_json()
     cleanup = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "AccountQuotas",
     "AddOutcome",
     "DeviceStock",
+    "NonceUse",
     "OPkBudget",
     "RegisterOutcome",
     "SQLiteStorage",
@@ -149,6 +151,14 @@ def device_bytes(device_id: str, keys: UserKeys) -> int:
 def opk_bytes(opks: Sequence[OPk]) -> int:
     """The bytes OPks count against their account's quota (key plus 4-byte id)."""
     return sum(len(o.public) + 4 for o in opks)
+
+
+class NonceUse(enum.Enum):
+    """What recording one use of a digest nonce decided."""
+
+    ACCEPTED = "accepted"  # first use, or a nonce count above every one seen for this nonce
+    REPLAYED = "replayed"  # a nonce count already seen (or lower): a replayed request
+    FULL = "full"  # the account already holds its most live nonces: answer stale
 
 
 def is_storable_device_id(device_id: str) -> bool:
@@ -296,6 +306,38 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def _bulk(self) -> AbstractContextManager[Any]:
         """One write transaction: a DB-API cursor (execute, executemany, fetchone)."""
+    # State shared by every server process on this database: used digest nonces, rate-limit
+    # buckets and the secret that signs nonces (see pylime.keyserver.state).
+
+    @abc.abstractmethod
+    def use_nonce(
+        self, nonce: str, account: str, nc: int, expires: float, now: float, max_per_account: int
+    ) -> NonceUse:
+        """Record one use of ``nonce`` by ``account`` with count ``nc``, atomically.
+
+        Accepted when the nonce is unknown and the account holds fewer than
+        ``max_per_account`` unexpired nonces, or when it is the account's and ``nc`` is above
+        the highest count recorded for it. ``expires`` is when the nonce stops being valid.
+        """
+
+    @abc.abstractmethod
+    def purge_nonces(self, now: float) -> int:
+        """Forget nonces expired at ``now`` (they are refused by age anyway); return how many."""
+
+    @abc.abstractmethod
+    def take_token(self, who: str, rate: float, burst: float, now: float) -> float:
+        """Take one token from ``who``'s bucket (``rate`` per second, holding ``burst``).
+
+        Returns 0 if taken, else the seconds until a token is available (nothing taken).
+        """
+
+    @abc.abstractmethod
+    def purge_buckets(self, before: float) -> int:
+        """Forget buckets untouched since ``before`` (callers pass a time by which they are full)."""
+
+    @abc.abstractmethod
+    def shared_secret(self, name: str, length: int = 32) -> bytes:
+        """The random secret ``name``, created on first call by whichever process comes first."""
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -771,6 +813,65 @@ class SQLiteStorage(Storage):
     def _bulk(self) -> Iterator[sqlite3.Cursor]:
         with self._tx() as cur:
             yield cur
+    def use_nonce(
+        self, nonce: str, account: str, nc: int, expires: float, now: float, max_per_account: int
+    ) -> NonceUse:
+        with self._tx() as cur:
+            row = cur.execute("SELECT Account, Nc FROM Nonces WHERE Nonce = ?", (nonce,)).fetchone()
+            if row is not None:
+                if row[0] != account or nc <= int(row[1]):
+                    return NonceUse.REPLAYED
+                cur.execute("UPDATE Nonces SET Nc = ? WHERE Nonce = ?", (nc, nonce))
+                return NonceUse.ACCEPTED
+            held = cur.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM Nonces WHERE Account = ? AND Expires > ?"
+                " LIMIT ?)",
+                (account, now, max_per_account),
+            ).fetchone()[0]
+            if held >= max_per_account:
+                return NonceUse.FULL
+            cur.execute(
+                "INSERT INTO Nonces (Nonce, Account, Nc, Expires) VALUES (?, ?, ?, ?)",
+                (nonce, account, nc, expires),
+            )
+            return NonceUse.ACCEPTED
+
+    def purge_nonces(self, now: float) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM Nonces WHERE Expires <= ?", (now,))
+            return cur.rowcount
+
+    def take_token(self, who: str, rate: float, burst: float, now: float) -> float:
+        with self._tx() as cur:
+            # One statement: refill by the time elapsed (never negative, whatever the clocks
+            # of the processes sharing the file), then take a token if there is one.
+            row = cur.execute(
+                "INSERT INTO RateBuckets (Who, Tokens, Stamp, Ok) VALUES (:who, :burst - 1, :now, 1)"
+                " ON CONFLICT (Who) DO UPDATE SET"
+                "  Tokens = min(:burst, Tokens + max(:now - Stamp, 0) * :rate)"
+                "   - (min(:burst, Tokens + max(:now - Stamp, 0) * :rate) >= 1),"
+                "  Ok = min(:burst, Tokens + max(:now - Stamp, 0) * :rate) >= 1,"
+                "  Stamp = max(Stamp, :now)"
+                " RETURNING Tokens, Ok",
+                {"who": who, "burst": burst, "now": now, "rate": rate},
+            ).fetchone()
+        tokens, ok = float(row[0]), bool(row[1])
+        return 0.0 if ok else (1 - tokens) / rate
+
+    def purge_buckets(self, before: float) -> int:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM RateBuckets WHERE Stamp < ?", (before,))
+            return cur.rowcount
+
+    def shared_secret(self, name: str, length: int = 32) -> bytes:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO Config (Name, Value) VALUES (?, ?)",
+                (name, secrets.token_bytes(length)),
+            )
+            return bytes(
+                cur.execute("SELECT Value FROM Config WHERE Name = ?", (name,)).fetchone()[0]
+            )
 
     def ping(self) -> None:
         self._read(lambda cur: cur.execute("SELECT 1").fetchone())

@@ -416,7 +416,7 @@ def test_non_ascii_device_id_travels_as_utf8(tmp_path: Path, tls_files: tuple[Pa
 
 def test_rate_limit_answers_429(tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
     """Over the per-account rate, requests get 429 with Retry-After and change nothing."""
-    for live in _serve("sqlite-file", tmp_path, tls_files, rate_limit=2.0):
+    for live in _serve("sqlite-file", tmp_path, tls_files, rate_limit=2.0, rate_burst=4):
         t = live.transport("alice")
         statuses = [t.post(live.url, ALICE, hdr(0x07, 1))[0] for _ in range(8)]
         assert statuses[:4] == [200] * 4 and 429 in statuses[4:]
@@ -425,11 +425,11 @@ def test_rate_limit_answers_429(tmp_path: Path, tls_files: tuple[Path, Path]) ->
 
 
 def test_rate_limiter_refills() -> None:
-    """A bucket holds twice the rate and refills at the rate."""
-    from pylime.keyserver.app import RateLimiter
+    """A bucket holds twice the rate by default and refills at the rate."""
+    from pylime.keyserver.state import MemoryRateLimiter
 
     now = [0.0]
-    limiter = RateLimiter(5.0, clock=lambda: now[0])
+    limiter = MemoryRateLimiter(5.0, clock=lambda: now[0])
     assert [limiter.wait("a") for _ in range(10)] == [0.0] * 10
     assert limiter.wait("a") == pytest.approx(0.2)
     now[0] += 0.2

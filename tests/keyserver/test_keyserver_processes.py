@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from ks_pg import fresh_pg_storage
-from ks_wire import Device, get_bundles
+from ks_wire import Device, get_bundles, hdr
 
 from pylime.keyserver import KeyServer
 from pylime.keyserver.auth import make_account
@@ -210,3 +210,99 @@ def test_database_file_permissions_via_cli(tmp_path: Path) -> None:
     )
     assert listing.stdout == "carol@example.org\n"
     assert b"s3cret-pw" not in db.read_bytes()
+
+
+# ------------------------------------------------------------------ N servers behave as one
+
+SHARED_RATE, SHARED_BURST = 5, 30
+
+
+@pytest.fixture
+def two_servers(shared_db: str, tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
+    """Two `serve` processes on one database, sharing nonces and rate buckets: on PostgreSQL
+    by default, on an SQLite file by choice (--shared-state database)."""
+    tls = tmp_path / "tls"
+    extra = ["--rate-limit", str(SHARED_RATE), "--rate-burst", str(SHARED_BURST)]
+    if not shared_db.startswith("postgresql://"):
+        extra += ["--shared-state", "database"]
+    p1, url1 = start_server(shared_db, tls, *extra)
+    try:
+        p2, url2 = start_server(shared_db, tls, *extra)
+    except BaseException:
+        stop_server(p1)
+        raise
+    try:
+        yield [url1, url2], tls / "keyserver-cert.pem"
+    finally:
+        stop_server(p1)
+        stop_server(p2)
+
+
+def _client(cert: Path, user: str, statuses: list[int]) -> httpx.Client:
+    def record(response: httpx.Response) -> None:
+        statuses.append(response.status_code)
+
+    return httpx.Client(
+        verify=ssl.create_default_context(cafile=str(cert)),
+        auth=httpx.DigestAuth(user, f"{user}-pw"),
+        event_hooks={"response": [record]},
+        timeout=10,
+    )
+
+
+def _post(client: httpx.Client, url: str, sender: str, body: bytes) -> httpx.Response:
+    headers = {"Content-Type": "x3dh/octet-stream", "X-Lime-user-identity": sender}
+    return client.post(url + "/lime", content=body, headers=headers)
+
+
+def test_client_alternating_between_servers_is_challenged_once(
+    two_servers: tuple[list[str], Path],
+) -> None:
+    """A client alternating between two servers answers one challenge, on its first request:
+    every later request, on either server, succeeds on the first try with the next nc."""
+    urls, cert = two_servers
+    statuses: list[int] = []
+    with _client(cert, "bob", statuses) as client:
+        for k in range(20):
+            response = _post(client, urls[k % 2], BOB, get_bundles(1, ALICE))
+            assert response.status_code == 200
+            assert isinstance(parse_response(response.content), PeerBundle)
+    assert statuses == [401] + [200] * 20
+
+
+def test_request_replayed_to_the_other_server_is_refused(
+    two_servers: tuple[list[str], Path],
+) -> None:
+    """An Authorization header accepted by one server is refused by the other, not as stale,
+    and the replay takes no OPk."""
+    urls, cert = two_servers
+    statuses: list[int] = []
+    with _client(cert, "bob", statuses) as client:
+        accepted = _post(client, urls[0], BOB, get_bundles(1, ALICE))
+        assert accepted.status_code == 200
+        captured = dict(accepted.request.headers)
+    ctx = ssl.create_default_context(cafile=str(cert))
+    with httpx.Client(verify=ctx, timeout=10) as raw:
+        for url in (urls[1], urls[0]):
+            replay = raw.post(url + "/lime", content=get_bundles(1, ALICE), headers=captured)
+            assert replay.status_code == 401
+            assert "stale=true" not in replay.headers["www-authenticate"]
+    with _client(cert, "bob", statuses) as client:
+        answer = parse_response(_post(client, urls[1], BOB, get_bundles(1, ALICE)).content)
+    assert isinstance(answer, PeerBundle) and answer.bundles[0].opk is not None
+    assert answer.bundles[0].opk.id == 1  # only the accepted request took one (id 0)
+
+
+def test_rate_limit_is_shared_between_servers(two_servers: tuple[list[str], Path]) -> None:
+    """Requests spread over two servers get one account's budget once, not twice."""
+    urls, cert = two_servers
+    statuses: list[int] = []
+    start = time.monotonic()
+    with _client(cert, "alice", statuses) as client:
+        codes = [_post(client, urls[k % 2], ALICE, hdr(0x07, 1)).status_code for k in range(80)]
+    elapsed = time.monotonic() - start
+    allowed = codes.count(200)
+    assert set(codes) == {200, 429}
+    # One server's worth: the burst plus what refilled meanwhile (per-process buckets: twice).
+    assert SHARED_BURST <= allowed <= SHARED_BURST + SHARED_RATE * elapsed + 1
+    assert allowed < 2 * SHARED_BURST
