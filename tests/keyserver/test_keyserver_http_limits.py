@@ -240,23 +240,30 @@ def test_pipelined_requests_are_all_answered(served: Served) -> None:
 # ------------------------------------------------------------------ deadlines and timeouts
 
 
+def _trickle(sock: socket.socket, head: bytes, slow: bytes) -> tuple[int, float]:
+    """Send ``head`` at once, then ``slow`` a byte every 0.2 s until the server answers:
+    the answer's status (0 if none) and the seconds from the first byte to it."""
+    start = time.monotonic()
+    sock.sendall(head)
+    status = 0
+    for byte in slow:
+        try:
+            sock.send(bytes([byte]))
+        except OSError:
+            break
+        sock.settimeout(0.2)
+        try:
+            status = int(sock.recv(100).split(b" ")[1])
+            break
+        except TimeoutError:
+            continue
+    return status, time.monotonic() - start
+
+
 def test_request_line_trickled_is_cut_off_with_408(served: Served) -> None:
     """One byte of request line every 0.2 s: 408 at request_line_timeout (1 s)."""
     with served.connect(ATTACKER) as sock:
-        start = time.monotonic()
-        status = 0
-        for byte in b"POST /lime-server HTTP/1.1\r\n":
-            try:
-                sock.send(bytes([byte]))
-            except OSError:
-                break
-            sock.settimeout(0.2)
-            try:
-                status = int(sock.recv(100).split(b" ")[1])
-                break
-            except TimeoutError:
-                continue
-        elapsed = time.monotonic() - start
+        status, elapsed = _trickle(sock, b"", b"POST /lime-server HTTP/1.1\r\n")
     assert status == 408
     assert SMALL.request_line_timeout - 0.1 < elapsed < SMALL.request_line_timeout + 1.0
 
@@ -264,21 +271,7 @@ def test_request_line_trickled_is_cut_off_with_408(served: Served) -> None:
 def test_header_trickled_is_cut_off_at_the_header_deadline(served: Served) -> None:
     """A quick request line, then a header byte every 0.2 s: 408 at header_timeout (2 s)."""
     with served.connect(ATTACKER) as sock:
-        start = time.monotonic()
-        sock.sendall(b"POST /lime-server HTTP/1.1\r\n")
-        status = 0
-        for byte in b"X-Slow: " + b"s" * 100:
-            try:
-                sock.send(bytes([byte]))
-            except OSError:
-                break
-            sock.settimeout(0.2)
-            try:
-                status = int(sock.recv(100).split(b" ")[1])
-                break
-            except TimeoutError:
-                continue
-        elapsed = time.monotonic() - start
+        status, elapsed = _trickle(sock, b"POST /lime-server HTTP/1.1\r\n", b"X-Slow: " + b"s" * 100)
     assert status == 408
     assert SMALL.header_timeout - 0.1 < elapsed < SMALL.header_timeout + 1.0
 
