@@ -96,11 +96,15 @@ def cffi_modules() -> list[str]:
 # to the extern "Python+C" sink. bctoolbox ships no headers in Debian's runtime package, so
 # its two entry points are declared here (bctoolbox 5.1 logging.h). liblime has no version
 # call: the version pkg-config reported is compiled in, and dladdr names the file loaded.
+# Operation statuses land in a C record (no trip into Python), and one encryption or
+# decryption is one crossing: the message path's per-call chores are done in C.
 C_SOURCE = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <lime/lime_ffi.h>
 
 typedef void (*pylime_bctbx_log_func)(const char *domain, int level, const char *fmt,
@@ -123,6 +127,72 @@ static void pylime_route_logs(int level_mask)
     bctbx_set_log_handler(pylime_log_handler);
     bctbx_set_log_level_mask(NULL, level_mask);
     bctbx_set_log_level_mask("lime", level_mask);
+}
+
+typedef struct {
+    int done;
+    int ok;
+    char message[256];
+} pylime_status_t;
+
+/* lime's lime_ffi_Callback for every operation: record the status where Python reads it.
+ * lime calls twice only when a cipher buffer was too small (a fail, then the real status);
+ * pylime sizes them from lime's maximum, so the first status counts. */
+static void pylime_status_sink(void *userData, const enum lime_ffi_CallbackReturn status,
+                               const char *message)
+{
+    pylime_status_t *record = userData;
+    if (record->done)
+        return;
+    record->ok = status == lime_ffi_CallbackReturn_success;
+    record->message[0] = '\0';
+    if (!record->ok && message)  /* lime's message only explains failures */
+        snprintf(record->message, sizeof record->message, "%s", message);
+    record->done = 1;
+}
+
+static int pylime_encrypt(lime_manager_t manager, const char *localDeviceId,
+                          const char *recipientUserId, lime_ffi_RecipientData_t *recipients,
+                          char **recipientIds, size_t recipientsSize, size_t DRmessageRoom,
+                          const uint8_t *plainMessage, size_t plainMessageSize,
+                          uint8_t *cipherMessage, size_t *cipherMessageSize,
+                          size_t cipherMessageRoom, pylime_status_t *status,
+                          enum lime_ffi_EncryptionPolicy encryptionPolicy)
+{
+    for (size_t i = 0; i < recipientsSize; i++) {
+        recipients[i].deviceId = recipientIds[i];
+        recipients[i].peerStatus = lime_ffi_PeerDeviceStatus_unknown;
+        recipients[i].DRmessageSize = DRmessageRoom;
+    }
+    *cipherMessageSize = cipherMessageRoom;
+    status->done = 0;
+    status->ok = 0;
+    status->message[0] = '\0';
+    return lime_ffi_encrypt(manager, localDeviceId, recipientUserId, recipients,
+                            recipientsSize, plainMessage, plainMessageSize, cipherMessage,
+                            cipherMessageSize, pylime_status_sink, status, encryptionPolicy);
+}
+
+static enum lime_ffi_PeerDeviceStatus pylime_decrypt(lime_manager_t manager,
+        const char *localDeviceId, const char *recipientUserId, const char *senderDeviceId,
+        const uint8_t *DRmessage, size_t DRmessageSize,
+        const uint8_t *cipherMessage, size_t cipherMessageSize,
+        uint8_t *plainMessage, size_t plainMessageRoom, size_t *plainMessageSize)
+{
+    *plainMessageSize = plainMessageRoom;
+    return lime_ffi_decrypt(manager, localDeviceId, recipientUserId, senderDeviceId,
+                            DRmessage, DRmessageSize, cipherMessage, cipherMessageSize,
+                            plainMessage, plainMessageSize);
+}
+
+/* 1 if the file system holding path keeps its files in memory (tmpfs, ramfs): an fsync
+ * there returns at once. 0 otherwise, -1 if statfs fails. */
+static int pylime_in_memory_fs(const char *path)
+{
+    struct statfs fs;
+    if (statfs(path, &fs) != 0)
+        return -1;
+    return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
 }
 
 static const char *pylime_lime_version(void)

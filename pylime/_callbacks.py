@@ -1,11 +1,13 @@
-"""The two ``extern "Python"`` trampolines lime calls, and the objects they fill in.
+"""What lime calls back: the key-server trampoline and the operations' status records.
 
-A trampoline never does I/O and never lets an exception cross into C: ``_pylime_post``
-copies the request into the manager's queue, ``_pylime_status`` records an operation's
-result. :mod:`pylime.manager` then sends each queued request through the transport and
-feeds the answer back (the sans-IO split). Python objects reach C as ``ffi.new_handle``
-handles; whoever creates a handle keeps a reference to it until lime can no longer call
-back with it, because a handle that is garbage collected is a dangling pointer in C.
+``_pylime_post``, an ``extern "Python"`` trampoline, never does I/O and never lets an
+exception cross into C: it copies the request into the manager's queue, and
+:mod:`pylime.manager` then sends each queued request through the transport and feeds the
+answer back (the sans-IO split). An operation's status needs no Python at all: lime reports
+it to the C status sink of build_ffi.py, which fills the operation's ``pylime_status_t``.
+Python objects reach C as ``ffi.new_handle`` handles or ``ffi.new`` records; whoever creates
+one keeps a reference to it until lime can no longer call back with it, because a handle or
+record that is garbage collected is a dangling pointer in C.
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ lime_log = logging.getLogger("pylime.lime")
 # bctoolbox's levels (a bit mask) -> Python's.
 _BCTBX_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 4: logging.INFO, 8: logging.WARNING,
                  16: logging.ERROR, 32: logging.CRITICAL}
-
-_SUCCESS = lib.lime_ffi_CallbackReturn_success
 
 #: lime_data of requests that could not be queued (out of memory, say); answered as failed.
 ORPHANS: list[Any] = []
@@ -64,32 +64,41 @@ class RequestQueue(collections.deque):  # type: ignore[type-arg]
 class Operation:
     """An asynchronous lime call (create_user, delete_user, encrypt, update) in flight.
 
-    ``keepalive`` holds every C buffer lime writes into when it calls back, which can be
-    after the C call returned.
+    ``handle`` is what lime gets as the status callback's user data: this operation's C
+    status record, which the C sink fills, possibly after the C call returned. ``keepalive``
+    holds every C buffer lime writes into until then.
     """
 
-    __slots__ = ("__weakref__", "done", "handle", "keepalive", "message", "ok")
+    __slots__ = ("__weakref__", "handle", "keepalive")
 
     def __init__(self) -> None:
-        self.done = False
-        self.ok = False
-        self.message = ""
         self.keepalive: Any = None
-        self.handle: Any = ffi.new_handle(self)
+        self.handle: Any = ffi.new("pylime_status_t *")
+
+    @property
+    def done(self) -> bool:
+        """True once lime reported the operation's end."""
+        return bool(self.handle.done)
+
+    @property
+    def ok(self) -> bool:
+        """True if lime reported success."""
+        return bool(self.handle.ok)
+
+    @property
+    def message(self) -> str:
+        """lime's explanation of a failure (empty on success)."""
+        return ffi.string(self.handle.message).decode("utf-8", "replace")
 
     def reset(self) -> None:
-        """Make a finished operation ready for the next call (its handle stays valid)."""
-        self.done = False
-        self.ok = False
-        self.message = ""
+        """Make a finished operation ready for the next call (its record stays valid)."""
+        record = self.handle
+        record.done = record.ok = 0
+        record.message[0] = b"\0"
 
-    def complete(self, ok: bool, message: str) -> None:
-        # lime calls back twice only when the cipher buffer is too small (a fail, then the
-        # real status); our buffers are sized from lime's maximum, so the first one counts.
-        if not self.done:
-            self.done = True
-            self.ok = ok
-            self.message = message
+
+#: lime's status callback for every operation: the C sink (build_ffi.py).
+STATUS_SINK = ffi.addressof(lib, "pylime_status_sink")
 
 
 @ffi.def_extern()
@@ -106,19 +115,6 @@ def _pylime_post(userdata: Any, lime_data: Any, url: Any, sender: Any, message: 
         # instead; the manager answers orphans as failed after the operation.
         log.exception("pylime: could not queue a key-server request")
         ORPHANS.append(lime_data)
-
-
-@ffi.def_extern()
-def _pylime_status(userdata: Any, status: int, message: Any) -> None:
-    """An operation finished: record its status for the driver."""
-    try:
-        if status == _SUCCESS:  # lime's message only explains failures
-            ffi.from_handle(userdata).complete(True, "")
-            return
-        text = ffi.string(message).decode("utf-8", "replace") if message != ffi.NULL else ""
-        ffi.from_handle(userdata).complete(False, text)
-    except BaseException:
-        log.exception("pylime: could not record an operation status")
 
 
 @ffi.def_extern()

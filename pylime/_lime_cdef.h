@@ -104,17 +104,46 @@ int lime_ffi_set_x3dhServerUrl(lime_manager_t manager, const char *localDeviceId
 int lime_ffi_get_x3dhServerUrl(lime_manager_t manager, const char *localDeviceId,
                                char *x3dhServerUrl, size_t *x3dhServerUrlSize);
 
-/* The two trampolines, implemented once in pylime/_callbacks.py. */
+/* The key-server trampoline, implemented in pylime/_callbacks.py. */
 extern "Python" void _pylime_post(void *userData, lime_ffi_data_t limeData, const char *url,
                                   const char *from, const uint8_t *message,
                                   const size_t message_size);
-extern "Python" void _pylime_status(void *userData, const enum lime_ffi_CallbackReturn status,
-                                    const char *message);
+
+/* An operation's status, written by build_ffi.py's C status sink (lime's lime_ffi_Callback):
+ * no trip into Python when lime reports an operation's end. The first status counts. */
+typedef struct {
+    int done;
+    int ok;
+    char message[256];
+} pylime_status_t;
+void pylime_status_sink(void *userData, const enum lime_ffi_CallbackReturn status,
+                        const char *message);
+
+/* One encryption in one crossing: each recipient's slot readied (its id, status unknown,
+ * DRmessage room), the cipher room set, the status record cleared, then lime_ffi_encrypt
+ * with the status sink. */
+int pylime_encrypt(lime_manager_t manager, const char *localDeviceId,
+                   const char *recipientUserId, lime_ffi_RecipientData_t *recipients,
+                   char **recipientIds, size_t recipientsSize, size_t DRmessageRoom,
+                   const uint8_t *plainMessage, size_t plainMessageSize,
+                   uint8_t *cipherMessage, size_t *cipherMessageSize, size_t cipherMessageRoom,
+                   pylime_status_t *status, enum lime_ffi_EncryptionPolicy encryptionPolicy);
+
+/* lime_ffi_decrypt with the plaintext room passed by value. */
+enum lime_ffi_PeerDeviceStatus pylime_decrypt(lime_manager_t manager,
+                   const char *localDeviceId, const char *recipientUserId,
+                   const char *senderDeviceId,
+                   const uint8_t *DRmessage, size_t DRmessageSize,
+                   const uint8_t *cipherMessage, size_t cipherMessageSize,
+                   uint8_t *plainMessage, size_t plainMessageRoom, size_t *plainMessageSize);
 
 /* lime logs through bctoolbox (to stdout by default). build_ffi.py's C shim formats each
  * record and hands it to this sink, which forwards it to Python's logging. */
 extern "Python+C" void _pylime_log(const char *domain, int level, const char *message);
 void pylime_route_logs(int level_mask);
+
+/* 1 if path's file system keeps files in memory (tmpfs, ramfs), 0 if not, -1 on error. */
+int pylime_in_memory_fs(const char *path);
 
 /* Which lime: the version pkg-config reported at build time, and the file dladdr says is
  * loaded (liblime has no version call). */

@@ -16,6 +16,7 @@ from pylime import errors
 from pylime.backend import require_binding
 
 require_binding()  # a clear BackendUnavailableError (an ImportError) where _lime is absent
+from pylime._callbacks import STATUS_SINK
 from pylime._lime import ffi, lib
 
 __all__ = [
@@ -23,14 +24,17 @@ __all__ = [
     "check",
     "create_user",
     "decrypt",
+    "decrypt_into",
     "delete_peer_device",
     "delete_user",
     "encrypt",
+    "encrypt_prepared",
     "encrypt_out_buffers_maximum_size",
     "ffi",
     "get_peer_device_status",
     "get_self_identity_key",
     "get_x3dh_server_url",
+    "in_memory_fs",
     "is_user",
     "lib",
     "manager_destroy",
@@ -87,15 +91,15 @@ def process_x3dh_server_response(lime_data: Any, code: int, body: bytes) -> int:
 
 
 def create_user(manager: Any, device_id: bytes, url: bytes, curve: int, opk_batch: int,
-                userdata: Any) -> int:
-    """Start creating a user; the status arrives through ``_pylime_status``."""
-    return lib.lime_ffi_create_user(manager, device_id, url, curve, opk_batch,
-                                    lib._pylime_status, userdata)
+                status: Any) -> int:
+    """Start creating a user; lime reports its end to ``status`` (a ``pylime_status_t *``)."""
+    return lib.lime_ffi_create_user(manager, device_id, url, curve, opk_batch, STATUS_SINK,
+                                    status)
 
 
-def delete_user(manager: Any, device_id: bytes, userdata: Any) -> int:
+def delete_user(manager: Any, device_id: bytes, status: Any) -> int:
     """Start deleting a user (locally first, then on the key server)."""
-    return lib.lime_ffi_delete_user(manager, device_id, lib._pylime_status, userdata)
+    return lib.lime_ffi_delete_user(manager, device_id, STATUS_SINK, status)
 
 
 def is_user(manager: Any, device_id: bytes) -> int:
@@ -114,38 +118,50 @@ def encrypt_out_buffers_maximum_size(plain_size: int, curve: int) -> tuple[int, 
 
 
 def encrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, recipients: Any,
-            count: int, plaintext: bytes, cipher: Any, cipher_size: Any, userdata: Any,
+            count: int, plaintext: bytes, cipher: Any, cipher_size: Any, status: Any,
             policy: int) -> int:
-    """Start an encryption; every buffer must outlive the status callback."""
+    """Start an encryption; every buffer must outlive the status, which may come later."""
     return lib.lime_ffi_encrypt(manager, device_id, recipient_user_id, recipients, count,
-                                plaintext, len(plaintext), cipher, cipher_size,
-                                lib._pylime_status, userdata, policy)
+                                plaintext, len(plaintext), cipher, cipher_size, STATUS_SINK,
+                                status, policy)
+
+
+#: ``encrypt_prepared(manager, device_id, recipient_user_id, recipients, recipient_ids, count,
+#: dr_room, plaintext, plaintext_size, cipher, cipher_size, cipher_room, status, policy)``:
+#: :func:`encrypt` in one C call that also readies the recipients' slots (their ids from
+#: the ``char *[]`` recipient_ids, status unknown, ``dr_room`` bytes each), sets
+#: ``*cipher_size`` to ``cipher_room`` and clears ``status``. Returns lime's code.
+encrypt_prepared = lib.pylime_encrypt
+
+#: ``decrypt_into(manager, device_id, recipient_user_id, sender, dr, dr_size, cipher,
+#: cipher_size, plain, plain_room, plain_size)``: lime_ffi_decrypt into the caller's
+#: ``uint8_t *`` of ``plain_room`` bytes (at least dr_size + cipher_size + 1, see
+#: :func:`decrypt`); returns lime's peer status, the plaintext's size in ``*plain_size``.
+decrypt_into = lib.pylime_decrypt
 
 
 def decrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, sender: bytes,
-            dr_message: bytes, cipher_message: bytes, plain: Any = None,
-            size: Any = None) -> tuple[int, bytes]:
+            dr_message: bytes, cipher_message: bytes) -> tuple[int, bytes]:
     """Decrypt one message; return (lime peer status, plaintext).
 
     The plaintext buffer is sized so that lime can never drop a message for lack of room:
     a direct message's plaintext is shorter than the DR message, a cipher message's is 16
-    bytes shorter than the cipher message. A caller may pass its own ``uint8_t[]`` of at
-    least that room and ``size_t *`` to reuse them; they are allocated here otherwise.
+    bytes shorter than the cipher message.
     """
     room = len(dr_message) + len(cipher_message) + 1
-    if plain is None:
-        plain = ffi.new("uint8_t[]", room)
-    elif len(plain) < room:
-        raise ValueError(f"decrypt: the plaintext buffer needs {room} bytes")
-    if size is None:
-        size = ffi.new("size_t *")
-    size[0] = room
-    status = lib.lime_ffi_decrypt(manager, device_id, recipient_user_id, sender,
-                                  dr_message, len(dr_message), cipher_message,
-                                  len(cipher_message), plain, size)
+    plain = ffi.new("uint8_t[]", room)
+    size = ffi.new("size_t *")
+    status = decrypt_into(manager, device_id, recipient_user_id, sender, dr_message,
+                          len(dr_message), cipher_message, len(cipher_message), plain, room,
+                          size)
     if status == lib.lime_ffi_PeerDeviceStatus_fail:
         return status, b""
     return status, ffi.buffer(plain, size[0])[:]
+
+
+def in_memory_fs(path: bytes) -> bool:
+    """True if ``path`` is on a file system kept in memory (tmpfs, ramfs): fsync is free."""
+    return bool(lib.pylime_in_memory_fs(path) == 1)
 
 
 def get_self_identity_key(manager: Any, device_id: bytes) -> bytes:
@@ -177,9 +193,9 @@ def stale_sessions(manager: Any, device_id: bytes, peer: bytes) -> int:
     return lib.lime_ffi_stale_sessions(manager, device_id, peer)
 
 
-def update(manager: Any, userdata: Any, opk_low_limit: int, opk_batch: int) -> int:
+def update(manager: Any, status: Any, opk_low_limit: int, opk_batch: int) -> int:
     """Start lime's periodic maintenance (SPk rotation, OPk top-up, cleanup)."""
-    return lib.lime_ffi_update(manager, lib._pylime_status, userdata, opk_low_limit, opk_batch)
+    return lib.lime_ffi_update(manager, STATUS_SINK, status, opk_low_limit, opk_batch)
 
 
 def set_x3dh_server_url(manager: Any, device_id: bytes, url: bytes) -> int:

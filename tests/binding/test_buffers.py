@@ -89,13 +89,28 @@ def test_bad_ids_are_refused_every_time_never_remembered(talk):
             alice.encrypt(ALICE, "sip:bob@example.org", [b"bytes-id"], b"x")
         with pytest.raises(TypeError):
             alice.decrypt(7, "sip:bob@example.org", ALICE, b"\x01\x02\x01")
-    assert all(type(k) is str and "\0" not in k for k in alice._encoded)
-    assert "sip:bob\0@x" not in alice._recipient_ids
+    for device, ruid, ids in alice._targets:
+        assert all(type(k) is str and "\0" not in k and len(k) < 70000
+                   for k in (device, ruid, *ids))
+    for key in alice._senders:
+        assert all(type(k) is str and "\0" not in k for k in key)
+
+
+def test_a_str_is_not_taken_for_a_list_of_one_letter_devices(talk):
+    """recipients="abc" is refused even after a call to the devices "a", "b", "c" was cached."""
+    alice = talk[0]
+    alice._targets[(ALICE, "sip:bob@example.org", ("a", "b", "c"))] = alice._new_target(
+        ALICE, "sip:bob@example.org", ("a", "b", "c"))
+    with pytest.raises(TypeError, match="not a str"):
+        alice.encrypt(ALICE, "sip:bob@example.org", "abc", b"x")
 
 
 def test_the_id_caches_stay_bounded(talk):
-    """Thousands of distinct ids never hold more than _KEEP_IDS encodings."""
+    """Thousands of distinct ids never hold more than _KEEP_IDS encodings of each kind."""
     alice = talk[0]
     for n in range(_KEEP_IDS * 2 + 5):
-        assert alice._encode(f"sip:u{n}@example.org", "device_id") == f"sip:u{n}@example.org".encode()
-    assert len(alice._encoded) <= _KEEP_IDS
+        device = f"sip:u{n}@example.org"
+        assert alice._new_sender((ALICE, "sip:bob@example.org", device))[2] == device.encode()
+        assert alice._new_target(ALICE, "sip:bob@example.org", (device,)).ids == (device,)
+    assert len(alice._senders) <= _KEEP_IDS
+    assert len(alice._targets) <= _KEEP_IDS
