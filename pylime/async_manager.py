@@ -8,15 +8,20 @@ event loop through the transport's ``async def post``, and the answers go back t
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
+import os
+import queue
+import threading
+import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Self, TypeVar
 
 from pylime import errors
+from pylime.bindings import in_memory_fs
 from pylime._callbacks import ORPHANS
 from pylime.database import Durability
-from pylime.manager import Manager, StrPath, classify_answer
+from pylime.manager import Manager, StrPath, _Call, classify_answer
 from pylime.results import DecryptResult, EncryptResult
 from pylime.transport import AsyncTransport
 from pylime.types import Curve, PeerStatus, Policy
@@ -36,6 +41,97 @@ class _SyncUnused:
         raise RuntimeError("AsyncManager sends key-server requests through its async transport")
 
 
+class _Worker:
+    """An AsyncManager's own thread: runs its C calls one after another, in order.
+
+    Each result goes back to the calling loop with one ``call_soon_threadsafe``: no
+    concurrent.futures Future or executor bookkeeping, so a trip costs the two thread
+    wake-ups and little Python (about half of ``run_in_executor``'s).
+    """
+
+    __slots__ = ("__weakref__", "_jobs", "_thread")
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # A daemon thread never holds up the interpreter's exit; _stop_workers lets the
+        # call in progress end first, before the managers' finalizers run.
+        self._thread = threading.Thread(target=_serve, args=(self._jobs,),
+                                        name="pylime-async", daemon=True)
+        self._thread.start()
+        if not _WORKERS:
+            atexit.register(_stop_workers)  # registered after the Manager's finalizer: runs first
+        _WORKERS.add(self)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(*args)``; the future completes on the running loop."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        return future
+
+    def stop(self, wait: bool = False) -> None:
+        """End the thread once the queued calls are done; ``wait`` joins it."""
+        self._jobs.put(None)
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+
+
+def _stop_workers() -> None:
+    for worker in list(_WORKERS):
+        worker.stop(wait=True)
+
+
+def _serve(jobs: queue.SimpleQueue[Any]) -> None:
+    """A worker thread's loop: run each job, hand its outcome to the job's event loop."""
+    while (job := jobs.get()) is not None:
+        loop, future, fn, args = job
+        del job
+        try:
+            outcome, failed = fn(*args), False
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome, failed = exc, True
+        try:
+            loop.call_soon_threadsafe(_settle, future, outcome, failed)
+        except RuntimeError:  # the loop is closed: nobody awaits this any more
+            pass
+        del loop, future, fn, args, outcome
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any, failed: bool) -> None:
+    if future.cancelled():
+        return
+    if failed:
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class _Serial:
+    """One call at a time, in the order they were made: an asyncio.Lock that also says
+    whether any call holds it or waits for it (a free one may run without awaiting it)."""
+
+    __slots__ = ("_lock", "users")
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.users = 0  # calls holding or waiting for the lock
+
+    async def __aenter__(self) -> None:
+        self.users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self.users -= 1
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self.users -= 1
+
+
 class AsyncManager:
     """A lime manager whose methods are coroutines; the transport is awaited.
 
@@ -51,7 +147,8 @@ class AsyncManager:
             ``"thread"``: in this manager's worker thread, so the event loop never waits
             for a commit; each trip costs a thread hand-over and a loop iteration.
             ``"inline"``: on the event loop itself, the cheapest. ``"auto"`` (default):
-            inline with ``durability="fast"`` (no fsync per commit), a thread otherwise.
+            inline where no commit waits for a disk (``durability="fast"``, or a database
+            on a file system kept in memory: tmpfs, ramfs), a thread otherwise.
 
     Calls on one AsyncManager run one at a time, in the order they were made. With a
     thread, a call takes one trip to it when lime needs no key server (a message to a
@@ -67,11 +164,13 @@ class AsyncManager:
             raise ValueError(f"offload must be 'thread', 'inline' or 'auto', not {offload!r}")
         self._transport = transport
         self._manager = Manager(path, transport=_SyncUnused(), durability=durability)
-        self._serial = asyncio.Lock()
-        inline = offload == "inline" or (offload == "auto" and durability == "fast")
+        self._serial = _Serial()
+        inline = offload == "inline" or (offload == "auto" and (
+            durability == "fast" or in_memory_fs(os.fsencode(self._manager.path))))
         # One thread of its own: lime's state stays on one thread (and its CPU's caches).
-        self._executor = None if inline else ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="pylime-async")
+        self._executor = None if inline else _Worker()
+        if self._executor is not None:  # a manager dropped without close() ends its thread
+            weakref.finalize(self, self._executor.stop)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -88,9 +187,7 @@ class AsyncManager:
         """Run ``fn`` with the Manager's lock held, in the worker thread if there is one."""
         if self._executor is None:
             return self._locked(fn, *args)
-        # run_in_executor, not to_thread: the calls need no context variables copied.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._locked,
-                                                                fn, *args)
+        return await self._executor.run(self._locked, fn, *args)
 
     def _begin(self, begin: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, bool, Any]:
         """Start an operation; conclude it in the same trip if lime needs no key server.
@@ -105,40 +202,44 @@ class AsyncManager:
 
     async def _operation(self, begin: Callable[..., Any], *args: Any) -> Any:
         """Start an operation in C, await its key-server round trips, return its result."""
-        m = self._manager
         async with self._serial:
             call, concluded, result = await self._thread(self._begin, begin, args)
             if concluded:
                 return result
-            queue = m._state.queue
-            problems: list[errors.KeyServerError] = []
-            try:
-                while queue:
-                    request = queue[0]
-                    try:
-                        answer: object = await self._transport.post(request.url, request.sender,
-                                                                     request.body)
-                    except Exception as exc:  # noqa: BLE001 - typed by classify_answer
-                        answer = exc
-                    queue.popleft()
-                    code, body = classify_answer(request, answer, problems)
-                    await self._thread(request.answer, code, body)
-            except BaseException:
-                # Cancelled (or interrupted) mid-flight: lime must still get an answer for
-                # every request; done here, synchronously, since awaiting is over.
-                self._locked(m._state.answer_leftovers)
+            return await self._drive(call)
+
+    async def _drive(self, call: _Call) -> Any:
+        """Await the key-server round trips of a started call (serial lock held)."""
+        m = self._manager
+        queue = m._state.queue
+        problems: list[errors.KeyServerError] = []
+        try:
+            while queue:
+                request = queue[0]
                 try:
-                    self._locked(m._conclude, call, problems)
-                except errors.LimeError:
-                    pass
-                raise
-            return await self._thread(m._conclude, call, problems)
+                    answer: object = await self._transport.post(request.url, request.sender,
+                                                                 request.body)
+                except Exception as exc:  # noqa: BLE001 - typed by classify_answer
+                    answer = exc
+                queue.popleft()
+                code, body = classify_answer(request, answer, problems)
+                await self._thread(request.answer, code, body)
+        except BaseException:
+            # Cancelled (or interrupted) mid-flight: lime must still get an answer for
+            # every request; done here, synchronously, since awaiting is over.
+            self._locked(m._state.answer_leftovers)
+            try:
+                self._locked(m._conclude, call, problems)
+            except errors.LimeError:
+                pass
+            raise
+        return await self._thread(m._conclude, call, problems)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._serial:
             if self._executor is None:
                 return fn(*args)
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await self._executor.run(fn, *args)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -157,7 +258,7 @@ class AsyncManager:
         async with self._serial:
             self._manager.close()
             if self._executor is not None:
-                self._executor.shutdown(wait=False)
+                self._executor.stop()
 
     async def __aenter__(self) -> Self:
         return self
@@ -189,16 +290,31 @@ class AsyncManager:
                       plaintext: bytes,
                       policy: Policy = Policy.OPTIMIZE_UPLOAD_SIZE) -> EncryptResult:
         """See :meth:`Manager.encrypt`."""
-        result: EncryptResult = await self._operation(
-            self._manager._begin_encrypt, device_id, recipient_user_id, recipients, plaintext,
-            policy)
-        return result
+        m = self._manager
+        if self._executor is None and not self._serial.users:
+            # Inline and no call in flight: start it now, with no trip through the loop.
+            with m._lock:
+                outcome = m._encrypt(device_id, recipient_user_id, recipients, plaintext,
+                                     policy)
+            if type(outcome) is not _Call:
+                return outcome  # type: ignore[no-any-return]
+            async with self._serial:  # free: entered without waiting
+                return await self._drive(outcome)  # type: ignore[no-any-return]
+        async with self._serial:
+            outcome = await self._thread(m._encrypt, device_id, recipient_user_id, recipients,
+                                         plaintext, policy)
+            if type(outcome) is _Call:  # sessions to open first: ask the key server
+                outcome = await self._drive(outcome)
+        return outcome  # type: ignore[no-any-return]
 
     # -- local operations ----------------------------------------------------------------
 
     async def decrypt(self, device_id: str, recipient_user_id: str, sender_device_id: str,
                       dr_message: bytes, cipher_message: bytes = b"") -> DecryptResult:
         """See :meth:`Manager.decrypt`."""
+        if self._executor is None and not self._serial.users:  # inline, no call in flight
+            return self._manager.decrypt(device_id, recipient_user_id, sender_device_id,
+                                         dr_message, cipher_message)
         return await self._call(self._manager.decrypt, device_id, recipient_user_id,
                                 sender_device_id, dr_message, cipher_message)
 

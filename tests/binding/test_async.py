@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import threading
 
 import pytest
 
@@ -137,6 +140,65 @@ def test_offload_is_inline_for_fast_durability_and_a_thread_otherwise(tmp_path, 
         with pytest.raises(ValueError, match="offload"):
             AsyncManager(tmp_path / "x.sqlite3", transport, offload="process")
         assert not (tmp_path / "x.sqlite3").exists()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
+def test_offload_is_inline_for_a_database_kept_in_memory(tmp_path, server):
+    """On tmpfs a commit never waits for a disk: "auto" runs C calls on the loop in every mode."""
+    import tempfile
+
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+            for mode in ("full", "wal", "fast"):
+                async with AsyncManager(os.path.join(shm, f"{mode}.sqlite3"), transport,
+                                        durability=mode) as manager:
+                    assert manager.offload == "inline"
+            async with AsyncManager(os.path.join(shm, "t.sqlite3"), transport,
+                                    offload="thread") as manager:
+                assert manager.offload == "thread"  # an explicit choice stands
+
+    asyncio.run(scenario())
+
+
+def _workers():
+    return [t for t in threading.enumerate() if t.name == "pylime-async"]
+
+
+def test_the_worker_thread_ends_with_close_and_with_a_dropped_manager(tmp_path, server, curve):
+    """A thread-offloaded manager's worker ends on close(), and when dropped without it."""
+    before = len(_workers())
+
+    async def scenario():
+        transport = AsyncKeyServer(server)
+        closed = AsyncManager(tmp_path / "a.sqlite3", transport, offload="thread")
+        await closed.create_user(ALICE, SERVER_URL, curve, opk_batch=2)
+        await closed.close()
+        dropped = AsyncManager(tmp_path / "b.sqlite3", transport, offload="thread")
+        assert await dropped.is_user(ALICE) is False
+        assert len(_workers()) >= before + 1
+        del dropped
+
+    asyncio.run(scenario())
+    gc.collect()
+    for thread in _workers()[before:]:
+        thread.join(timeout=10)
+    assert len(_workers()) == before
+
+
+def test_a_failing_call_in_the_worker_raises_in_the_awaiting_coroutine(tmp_path, server):
+    """An exception raised in the worker thread reaches the caller, typed, and the worker goes on."""
+    from pylime import UserNotFoundError
+
+    async def scenario():
+        async with AsyncManager(tmp_path / "a.sqlite3", AsyncKeyServer(server),
+                                offload="thread") as manager:
+            for _ in range(2):
+                with pytest.raises(UserNotFoundError):
+                    await manager.identity_key(ALICE)
+            assert await manager.is_user(ALICE) is False
 
     asyncio.run(scenario())
 
