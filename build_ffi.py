@@ -103,6 +103,7 @@ C_SOURCE = r"""
 #include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include <lime/lime_ffi.h>
@@ -151,6 +152,10 @@ static void pylime_status_sink(void *userData, const enum lime_ffi_CallbackRetur
     record->done = 1;
 }
 
+/* pylime_encrypt's answers beyond lime's own return codes (which are 0 or negative). */
+#define PYLIME_ENCRYPTED 1       /* lime returned success and reported success */
+#define PYLIME_ENCRYPT_FAILED 2  /* lime returned success and reported a failure */
+
 static int pylime_encrypt(lime_manager_t manager, const char *localDeviceId,
                           const char *recipientUserId, lime_ffi_RecipientData_t *recipients,
                           char **recipientIds, size_t recipientsSize, size_t DRmessageRoom,
@@ -168,21 +173,69 @@ static int pylime_encrypt(lime_manager_t manager, const char *localDeviceId,
     status->done = 0;
     status->ok = 0;
     status->message[0] = '\0';
-    return lime_ffi_encrypt(manager, localDeviceId, recipientUserId, recipients,
-                            recipientsSize, plainMessage, plainMessageSize, cipherMessage,
-                            cipherMessageSize, pylime_status_sink, status, encryptionPolicy);
+    int rc = lime_ffi_encrypt(manager, localDeviceId, recipientUserId, recipients,
+                              recipientsSize, plainMessage, plainMessageSize, cipherMessage,
+                              cipherMessageSize, pylime_status_sink, status, encryptionPolicy);
+    if (rc != LIME_FFI_SUCCESS || !status->done)
+        return rc;  /* refused, or waiting for the key server */
+    return status->ok ? PYLIME_ENCRYPTED : PYLIME_ENCRYPT_FAILED;
 }
 
-static enum lime_ffi_PeerDeviceStatus pylime_decrypt(lime_manager_t manager,
+/* The low-order X key encodings of lime's curves 1 (curve25519) and 2 (curve448), handed
+ * over once by pylime.bindings from pylime.keycheck, which owns the list. */
+#define PYLIME_LOW_ORDER_MAX 16
+static const size_t pylime_x_size[3] = {0, 32, 56};
+static uint8_t pylime_low_order_keys[3][PYLIME_LOW_ORDER_MAX][56];
+static size_t pylime_low_order_count[3];
+
+static int pylime_set_low_order(int curve, const uint8_t *keys, size_t count)
+{
+    if (curve < 1 || curve > 2 || count > PYLIME_LOW_ORDER_MAX)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        memcpy(pylime_low_order_keys[curve][i], keys + i * pylime_x_size[curve],
+               pylime_x_size[curve]);
+    pylime_low_order_count[curve] = count;
+    return 0;
+}
+
+/* 1 if a DR message of an established session (no X3DH init: pylime.keycheck checks those,
+ * their Ik needs field arithmetic) carries a low-order DHs: header version, type, curve,
+ * then Ns and PN (2 bytes each), then DHs. Reads public bytes only. */
+static int pylime_dhs_low_order(const uint8_t *message, size_t size)
+{
+    if (size < 3 || (message[1] & 0x01) || message[2] < 1 || message[2] > 2)
+        return 0;
+    size_t x = pylime_x_size[message[2]];
+    if (size < 7 + x)
+        return 0;
+    for (size_t i = 0; i < pylime_low_order_count[message[2]]; i++)
+        if (memcmp(message + 7, pylime_low_order_keys[message[2]][i], x) == 0)
+            return 1;
+    return 0;
+}
+
+#define PYLIME_LOW_ORDER (-1)
+
+static int pylime_decrypt(lime_manager_t manager,
         const char *localDeviceId, const char *recipientUserId, const char *senderDeviceId,
         const uint8_t *DRmessage, size_t DRmessageSize,
         const uint8_t *cipherMessage, size_t cipherMessageSize,
         uint8_t *plainMessage, size_t plainMessageRoom, size_t *plainMessageSize)
 {
+    /* liblime 5.1.64 corrupts its heap computing a DH with a low-order key. */
+    if (pylime_dhs_low_order(DRmessage, DRmessageSize))
+        return PYLIME_LOW_ORDER;
     *plainMessageSize = plainMessageRoom;
     return lime_ffi_decrypt(manager, localDeviceId, recipientUserId, senderDeviceId,
                             DRmessage, DRmessageSize, cipherMessage, cipherMessageSize,
                             plainMessage, plainMessageSize);
+}
+
+/* Wipe a buffer that held a plaintext (explicit_bzero: not optimised away). */
+static void pylime_wipe(char *buffer, size_t size)
+{
+    explicit_bzero(buffer, size);
 }
 
 /* 1 if the file system holding path keeps its files in memory (tmpfs, ramfs): an fsync

@@ -121,7 +121,10 @@ void pylime_status_sink(void *userData, const enum lime_ffi_CallbackReturn statu
 
 /* One encryption in one crossing: each recipient's slot readied (its id, status unknown,
  * DRmessage room), the cipher room set, the status record cleared, then lime_ffi_encrypt
- * with the status sink. */
+ * with the status sink. Returns lime's code (0 or negative) while the status is pending,
+ * PYLIME_ENCRYPTED or PYLIME_ENCRYPT_FAILED once lime reported it during the call. */
+#define PYLIME_ENCRYPTED ...
+#define PYLIME_ENCRYPT_FAILED ...
 int pylime_encrypt(lime_manager_t manager, const char *localDeviceId,
                    const char *recipientUserId, lime_ffi_RecipientData_t *recipients,
                    char **recipientIds, size_t recipientsSize, size_t DRmessageRoom,
@@ -129,13 +132,22 @@ int pylime_encrypt(lime_manager_t manager, const char *localDeviceId,
                    uint8_t *cipherMessage, size_t *cipherMessageSize, size_t cipherMessageRoom,
                    pylime_status_t *status, enum lime_ffi_EncryptionPolicy encryptionPolicy);
 
-/* lime_ffi_decrypt with the plaintext room passed by value. */
-enum lime_ffi_PeerDeviceStatus pylime_decrypt(lime_manager_t manager,
+/* lime_ffi_decrypt with the plaintext room passed by value. A message of an established
+ * session whose DHs is a low-order key is refused with PYLIME_LOW_ORDER, lime not called;
+ * X3DH init messages are checked in Python (pylime.keycheck). The low-order encodings are
+ * registered once per curve from pylime.keycheck (pylime_set_low_order). */
+#define PYLIME_LOW_ORDER ...
+int pylime_set_low_order(int curve, const uint8_t *keys, size_t count);
+int pylime_dhs_low_order(const uint8_t *message, size_t size);
+int pylime_decrypt(lime_manager_t manager,
                    const char *localDeviceId, const char *recipientUserId,
                    const char *senderDeviceId,
                    const uint8_t *DRmessage, size_t DRmessageSize,
                    const uint8_t *cipherMessage, size_t cipherMessageSize,
                    uint8_t *plainMessage, size_t plainMessageRoom, size_t *plainMessageSize);
+
+/* Wipe a buffer that held a plaintext (explicit_bzero). */
+void pylime_wipe(char *buffer, size_t size);
 
 /* lime logs through bctoolbox (to stdout by default). build_ffi.py's C shim formats each
  * record and hands it to this sink, which forwards it to Python's logging. */

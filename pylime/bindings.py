@@ -18,9 +18,14 @@ from pylime.backend import require_binding
 require_binding()  # a clear BackendUnavailableError (an ImportError) where _lime is absent
 from pylime._callbacks import STATUS_SINK
 from pylime._lime import ffi, lib
+from pylime.keycheck import low_order_encodings
+from pylime.types import CLASSIC_CURVES
 
 __all__ = [
+    "ENCRYPTED",
+    "ENCRYPT_FAILED",
     "IK_MAX_SIZE",
+    "LOW_ORDER",
     "check",
     "create_user",
     "decrypt",
@@ -28,8 +33,8 @@ __all__ = [
     "delete_peer_device",
     "delete_user",
     "encrypt",
-    "encrypt_prepared",
     "encrypt_out_buffers_maximum_size",
+    "encrypt_prepared",
     "ffi",
     "get_peer_device_status",
     "get_self_identity_key",
@@ -44,6 +49,7 @@ __all__ = [
     "set_x3dh_server_url",
     "stale_sessions",
     "update",
+    "wipe",
 ]
 
 #: Largest identity key lime hands out: an Ed448 public key.
@@ -130,19 +136,39 @@ def encrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, recipients
 #: dr_room, plaintext, plaintext_size, cipher, cipher_size, cipher_room, status, policy)``:
 #: :func:`encrypt` in one C call that also readies the recipients' slots (their ids from
 #: the ``char *[]`` recipient_ids, status unknown, ``dr_room`` bytes each), sets
-#: ``*cipher_size`` to ``cipher_room`` and clears ``status``. Returns lime's code.
+#: ``*cipher_size`` to ``cipher_room`` and clears ``status``. Returns lime's code while the
+#: status is pending (0, or negative if refused), else ENCRYPTED or ENCRYPT_FAILED.
 encrypt_prepared = lib.pylime_encrypt
+ENCRYPTED = lib.PYLIME_ENCRYPTED
+ENCRYPT_FAILED = lib.PYLIME_ENCRYPT_FAILED
 
 #: ``decrypt_into(manager, device_id, recipient_user_id, sender, dr, dr_size, cipher,
 #: cipher_size, plain, plain_room, plain_size)``: lime_ffi_decrypt into the caller's
 #: ``uint8_t *`` of ``plain_room`` bytes (at least dr_size + cipher_size + 1, see
-#: :func:`decrypt`); returns lime's peer status, the plaintext's size in ``*plain_size``.
+#: :func:`decrypt`); returns lime's peer status, the plaintext's size in ``*plain_size``,
+#: or LOW_ORDER without calling lime when an established session's message carries a
+#: low-order DHs (X3DH init messages: :func:`pylime.keycheck.dr_message_has_low_order_key`).
 decrypt_into = lib.pylime_decrypt
+LOW_ORDER = lib.PYLIME_LOW_ORDER
+
+#: ``wipe(buffer, size)``: explicit_bzero, for a buffer that held a plaintext.
+wipe = lib.pylime_wipe
+
+
+def _register_low_order() -> None:
+    """Hand the C shim pylime.keycheck's low-order encodings (its one source)."""
+    for curve in CLASSIC_CURVES:
+        keys = low_order_encodings(curve)
+        if lib.pylime_set_low_order(int(curve), b"".join(keys), len(keys)) != 0:
+            raise errors.InternalError("the C shim refused the low-order key list")
+
+
+_register_low_order()
 
 
 def decrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, sender: bytes,
             dr_message: bytes, cipher_message: bytes) -> tuple[int, bytes]:
-    """Decrypt one message; return (lime peer status, plaintext).
+    """Decrypt one message; return (lime peer status or LOW_ORDER, plaintext).
 
     The plaintext buffer is sized so that lime can never drop a message for lack of room:
     a direct message's plaintext is shorter than the DR message, a cipher message's is 16
@@ -154,7 +180,7 @@ def decrypt(manager: Any, device_id: bytes, recipient_user_id: bytes, sender: by
     status = decrypt_into(manager, device_id, recipient_user_id, sender, dr_message,
                           len(dr_message), cipher_message, len(cipher_message), plain, room,
                           size)
-    if status == lib.lime_ffi_PeerDeviceStatus_fail:
+    if status in (lib.lime_ffi_PeerDeviceStatus_fail, LOW_ORDER):
         return status, b""
     return status, ffi.buffer(plain, size[0])[:]
 

@@ -20,7 +20,7 @@ import functools
 from pylime.keyserver import protocol
 from pylime.types import CLASSIC_CURVES, Curve
 
-__all__ = ["dr_message_has_low_order_key", "ed_to_x_u", "is_low_order",
+__all__ = ["dr_message_has_low_order_key", "ed_to_x_u", "is_low_order", "low_order_encodings",
            "is_low_order_identity", "low_order_bundle_device"]
 
 _P25519 = 2**255 - 19
@@ -57,6 +57,15 @@ def _low_order_encodings(curve: Curve) -> frozenset[bytes]:
 _LOW_ORDER_ENCODINGS = {curve: _low_order_encodings(curve) for curve in CLASSIC_CURVES}
 _ED_SIZE = {Curve.C25519: 32, Curve.C448: 57}
 _CURVES = {int(c): c for c in CLASSIC_CURVES}  # keycheck knows the 5.1 DR header only
+
+
+def low_order_encodings(curve: Curve) -> tuple[bytes, ...]:
+    """Every X key encoding of a classic curve that gives the all-zero secret, sorted.
+
+    The binding's C shim gets this list once (pylime.bindings) to check the DHs of every
+    established-session message without a trip through Python.
+    """
+    return tuple(sorted(_LOW_ORDER_ENCODINGS[Curve(curve)]))
 
 
 def is_low_order(curve: Curve, x_public: bytes) -> bool:

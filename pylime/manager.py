@@ -45,6 +45,8 @@ _IK_SIZES = (32, 57)
 _X3DH_ERROR_TYPE = 0xFF
 _REGISTER_USER = bytes((MessageType.REGISTER_USER,))
 _INTERNAL_ERROR = _lib.LIME_FFI_INTERNAL_ERROR
+_ENCRYPTED = _b.ENCRYPTED
+_LOW_ORDER = _b.LOW_ORDER
 # A Manager keeps its encrypt and decrypt buffers for the next call up to this size; a call
 # that needs more gets buffers of its own, freed with it.
 _KEEP_BYTES = 1 << 16
@@ -52,7 +54,6 @@ _KEEP_BYTES = 1 << 16
 _KEEP_IDS = 1024
 # Kept buffers have room for plaintexts up to this size (a chat message) from the start.
 _PLAIN_ROOM = 1024
-_ZEROS = bytes(_KEEP_BYTES)
 _new_tuple = tuple.__new__  # builds a NamedTuple result without a Python-level __new__ call
 
 
@@ -160,9 +161,9 @@ class _EncryptBuffers:
     fits any smaller call under any policy: lime's maximum sizes grow with the plaintext.
     """
 
-    __slots__ = ("cipher", "cipher_out", "cipher_room", "count", "dr_plain", "dr_room",
-                 "nbytes", "op", "plain_room", "recipients", "size", "slots", "status",
-                 "target")
+    __slots__ = ("cipher", "cipher_out", "cipher_room", "count", "dr_plain", "dr_room", "first",
+                 "nbytes", "op", "plain_room", "plaintext", "recipients", "size", "slots",
+                 "status", "target")
 
     def __init__(self, count: int, plain_size: int, policy: int) -> None:
         # Room for any plaintext up to a typical chat message's size (and for this one).
@@ -179,6 +180,7 @@ class _EncryptBuffers:
         self.dr_room = dr_room
         self.nbytes = dr_room * count + self.cipher_room
         self.recipients = _ffi.new("lime_ffi_RecipientData_t[]", count)
+        self.first = _ffi.addressof(self.recipients, 0)
         dr = _ffi.new("char[]", dr_room * count)
         self.slots = [dr + index * dr_room for index in range(count)]
         for index, slot in enumerate(self.slots):
@@ -187,6 +189,7 @@ class _EncryptBuffers:
         self.cipher_out = _ffi.cast("uint8_t *", self.cipher)
         self.size = _ffi.new("size_t *")
         self.target: _Target | None = None  # whose ids lime reads, while it uses them
+        self.plaintext = b""  # what lime encrypts, held while a call waits for the key server
         self.op = Operation()
         self.status = self.op.handle
         self.op.keepalive = (self, dr)
@@ -196,7 +199,7 @@ class _EncryptBuffers:
         recipients, slots = self.recipients, self.slots
         ids = self.target.ids  # type: ignore[union-attr]
         if len(ids) == 1:  # a one-to-one chat: no loop
-            r = recipients[0]
+            r = self.first
             status = r.peerStatus
             out: Any = (_new_tuple(RecipientResult, (ids[0], _PEER_STATUS[status], b""
                         if status == _FAIL else _ffi.unpack(slots[0], r.DRmessageSize))),)
@@ -573,20 +576,17 @@ class Manager:
         else:
             buffers = _EncryptBuffers(count, size, c_policy)
         buffers.target = target
-        status = buffers.status
-        rc = _b.encrypt_prepared(ptr, target.dev, target.ruid, buffers.recipients,
-                                 target.c_ids, count, buffers.dr_room, plain, size,
-                                 buffers.cipher_out, buffers.size, buffers.cipher_room,
-                                 status, c_policy)
-        if rc == _SUCCESS and status.done and not self._state.queue and not ORPHANS:
-            # The common case: lime had every session and reported its status already.
-            try:
-                if status.ok:
-                    return buffers.result()
-                raise errors.EncryptionError(f"encrypt failed: {buffers.op.message}")
-            finally:
-                self._give_back(buffers)
-        return self._encrypt_call(ptr, target, buffers, rc)
+        code = _b.encrypt_prepared(ptr, target.dev, target.ruid, buffers.recipients,
+                                   target.c_ids, count, buffers.dr_room, plain, size,
+                                   buffers.cipher_out, buffers.size, buffers.cipher_room,
+                                   buffers.status, c_policy)
+        if code == _ENCRYPTED and not self._state.queue and not ORPHANS:
+            # The common case: lime had every session and reported success already.
+            result = buffers.result()
+            self._give_back(buffers)
+            return result
+        buffers.plaintext = plain  # lime may read it again when the key server answers
+        return self._encrypt_call(ptr, target, buffers, code if code < 0 else _SUCCESS)
 
     def _encrypt_call(self, ptr: Any, target: _Target, buffers: _EncryptBuffers,
                       rc: int) -> _Call:
@@ -621,7 +621,7 @@ class Manager:
 
     def _give_back(self, buffers: _EncryptBuffers) -> None:
         """Keep a set lime is done with for the next encryption (small sets only)."""
-        buffers.target = None
+        buffers.target, buffers.plaintext = None, b""
         if buffers.nbytes <= _KEEP_BYTES:
             self._spare = buffers
 
@@ -646,11 +646,13 @@ class Manager:
             ids = self._new_sender(key)
         dr = dr_message if type(dr_message) is bytes else bytes(dr_message)
         cipher = cipher_message if type(cipher_message) is bytes else bytes(cipher_message)
-        if dr_message_has_low_order_key(dr):
-            # liblime 5.1.64 corrupts its heap computing a DH with such a key (keycheck).
-            raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
         dr_size, cipher_size = len(dr), len(cipher)
+        # liblime 5.1.64 corrupts its heap computing a DH with a low-order key (keycheck):
+        # the C shim checks the DHs of every message, Python an X3DH init's keys.
+        if dr_size > 2 and dr[1] & 0x01 and dr_message_has_low_order_key(dr):
+            raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
         room = dr_size + cipher_size + 1
+        dev, ruid, sender = ids
         with self._lock:
             ptr = self._state.ptr
             if ptr is None:
@@ -661,14 +663,17 @@ class Manager:
                 out = _ffi.cast("uint8_t *", plain)
                 if room <= _KEEP_BYTES:
                     self._plain, self._plain_out, self._plain_room = plain, out, room
-            status = _b.decrypt_into(ptr, ids[0], ids[1], ids[2], dr, dr_size, cipher,
-                                     cipher_size, out, room, size)
+            status = _b.decrypt_into(ptr, dev, ruid, sender, dr, dr_size, cipher, cipher_size,
+                                     out, room, size)
             if status == _FAIL:
-                self._decrypt_failed(ptr, ids[0])
+                self._decrypt_failed(ptr, dev)
+            if status == _LOW_ORDER:
+                raise errors.MalformedMessageError(
+                    "the message carries an invalid (low-order) key")
             n = size[0]
             text = _ffi.unpack(plain, n)
             if n and plain is self._plain:
-                _ffi.memmove(plain, _ZEROS, n)  # keep no plaintext in a kept buffer
+                _b.wipe(plain, n)  # keep no plaintext in a kept buffer
         return _new_tuple(DecryptResult, (_PEER_STATUS[status], text))
 
     def _new_sender(self, key: tuple[str, str, str]) -> tuple[bytes, bytes, bytes]:
