@@ -552,9 +552,15 @@ class Manager:
                  plaintext: bytes, policy: Policy) -> EncryptResult | _Call:
         """Start an encryption (lock held): its result if lime needed no key server, else the
         started call, for the caller to drive through its transport."""
-        if isinstance(recipients, str):
+        kind = type(recipients)
+        if kind is list:  # the common case first: no isinstance call
+            ids = tuple(recipients)
+        elif kind is tuple:
+            ids = recipients  # type: ignore[assignment]
+        elif isinstance(recipients, str):
             raise TypeError("recipients must be a sequence of device ids, not a str")
-        ids = recipients if type(recipients) is tuple else tuple(recipients)
+        else:
+            ids = tuple(recipients)
         try:
             target = self._targets.get((device_id, recipient_user_id, ids))
         except TypeError:  # an unhashable argument: _new_target says which
@@ -583,7 +589,9 @@ class Manager:
         if code == _ENCRYPTED and not self._state.queue and not ORPHANS:
             # The common case: lime had every session and reported success already.
             result = buffers.result()
-            self._give_back(buffers)
+            buffers.target = None  # given back (see _give_back): no plaintext was kept
+            if buffers.nbytes <= _KEEP_BYTES:
+                self._spare = buffers
             return result
         buffers.plaintext = plain  # lime may read it again when the key server answers
         return self._encrypt_call(ptr, target, buffers, code if code < 0 else _SUCCESS)
