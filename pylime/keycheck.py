@@ -20,8 +20,14 @@ import functools
 from pylime.keyserver import protocol
 from pylime.types import CLASSIC_CURVES, Curve
 
-__all__ = ["dr_message_has_low_order_key", "ed_to_x_u", "is_low_order", "low_order_encodings",
-           "is_low_order_identity", "low_order_bundle_device"]
+__all__ = [
+    "dr_message_has_low_order_key",
+    "ed_to_x_u",
+    "is_low_order",
+    "is_low_order_identity",
+    "low_order_bundle_device",
+    "low_order_encodings",
+]
 
 _P25519 = 2**255 - 19
 _P448 = 2**448 - 2**224 - 1
