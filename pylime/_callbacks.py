@@ -90,12 +90,6 @@ class Operation:
         """lime's explanation of a failure (empty on success)."""
         return ffi.string(self.handle.message).decode("utf-8", "replace")
 
-    def reset(self) -> None:
-        """Make a finished operation ready for the next call (its record stays valid)."""
-        record = self.handle
-        record.done = record.ok = 0
-        record.message[0] = b"\0"
-
 
 #: lime's status callback for every operation: the C sink (build_ffi.py).
 STATUS_SINK = ffi.addressof(lib, "pylime_status_sink")
