@@ -47,6 +47,7 @@ _REGISTER_USER = bytes((MessageType.REGISTER_USER,))
 _INTERNAL_ERROR = _lib.LIME_FFI_INTERNAL_ERROR
 _ENCRYPTED = _b.ENCRYPTED
 _LOW_ORDER = _b.LOW_ORDER
+_LOW_ORDER_REFUSED = "the message carries an invalid (low-order) key"
 # A Manager keeps its encrypt and decrypt buffers for the next call up to this size; a call
 # that needs more gets buffers of its own, freed with it.
 _KEEP_BYTES = 1 << 16
@@ -589,9 +590,7 @@ class Manager:
         if code == _ENCRYPTED and not self._state.queue and not ORPHANS:
             # The common case: lime had every session and reported success already.
             result = buffers.result()
-            buffers.target = None  # given back (see _give_back): no plaintext was kept
-            if buffers.nbytes <= _KEEP_BYTES:
-                self._spare = buffers
+            self._give_back(buffers)
             return result
         buffers.plaintext = plain  # lime may read it again when the key server answers
         return self._encrypt_call(ptr, target, buffers, code if code < 0 else _SUCCESS)
@@ -621,10 +620,8 @@ class Manager:
             # session comes from its database rather than its cache (scripts/asan_binding).
             raise ValueError("recipients must not repeat a device id")
         target = _Target(dev, ruid, ids, c_ids)
-        if all(type(v) is str for v in (device_id, recipient_user_id, *ids)):
-            if len(self._targets) >= _KEEP_IDS:
-                self._targets.clear()
-            self._targets[(device_id, recipient_user_id, ids)] = target
+        _remember(self._targets, (device_id, recipient_user_id, ids),
+                  (device_id, recipient_user_id, *ids), target)
         return target
 
     def _give_back(self, buffers: _EncryptBuffers) -> None:
@@ -658,7 +655,7 @@ class Manager:
         # liblime 5.1.64 corrupts its heap computing a DH with a low-order key (keycheck):
         # the C shim checks the DHs of every message, Python an X3DH init's keys.
         if dr_size > 2 and dr[1] & 0x01 and dr_message_has_low_order_key(dr):
-            raise errors.MalformedMessageError("the message carries an invalid (low-order) key")
+            raise errors.MalformedMessageError(_LOW_ORDER_REFUSED)
         room = dr_size + cipher_size + 1
         dev, ruid, sender = ids
         with self._lock:
@@ -676,8 +673,7 @@ class Manager:
             if status == _FAIL:
                 self._decrypt_failed(ptr, dev)
             if status == _LOW_ORDER:
-                raise errors.MalformedMessageError(
-                    "the message carries an invalid (low-order) key")
+                raise errors.MalformedMessageError(_LOW_ORDER_REFUSED)
             n = size[0]
             text = _ffi.unpack(plain, n)
             if n and plain is self._plain:
@@ -688,10 +684,7 @@ class Manager:
         """Check and encode a decryption's ids; remember them for the next message."""
         ids = (_cstr(key[0], "device_id"), _cstr(key[1], "recipient_user_id"),
                _cstr(key[2], "sender_device_id"))
-        if all(type(v) is str for v in key):
-            if len(self._senders) >= _KEEP_IDS:
-                self._senders.clear()
-            self._senders[key] = ids
+        _remember(self._senders, key, key, ids)
         return ids
 
     def _decrypt_failed(self, ptr: Any, dev: bytes) -> NoReturn:
@@ -772,6 +765,15 @@ class Manager:
             # lime 5.1.64 aborts the process on an unknown local user here: check first.
             self._require_user(ptr, dev)
             _b.check(_b.stale_sessions(ptr, dev, peer), "stale_sessions")
+
+
+def _remember(cache: dict[Any, Any], key: Any, parts: tuple[object, ...], value: Any) -> None:
+    """Store checked, encoded ids under ``key`` when every part is an exact str (a subclass
+    could hash or compare otherwise); start afresh past _KEEP_IDS entries."""
+    if all(type(part) is str for part in parts):
+        if len(cache) >= _KEEP_IDS:
+            cache.clear()
+        cache[key] = value
 
 
 def _connection_string(path: str, durability: str) -> bytes:
