@@ -58,8 +58,10 @@ class _Worker:
         self._thread = threading.Thread(target=_serve, args=(self._jobs,),
                                         name="pylime-async", daemon=True)
         self._thread.start()
-        if not _WORKERS:
-            atexit.register(_stop_workers)  # registered after the Manager's finalizer: runs first
+        global _EXIT_HOOKED
+        if not _EXIT_HOOKED:  # registered after the Manager's finalizer hook: runs first
+            atexit.register(_stop_workers)
+            _EXIT_HOOKED = True
         _WORKERS.add(self)
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -77,6 +79,7 @@ class _Worker:
 
 
 _WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+_EXIT_HOOKED = False  # _stop_workers is registered with atexit once, by the first worker
 
 
 def _stop_workers() -> None:
